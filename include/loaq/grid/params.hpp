@@ -1,0 +1,72 @@
+// Per-row grid parameters for a block of columns: min-max and the MSE shrink search
+// (GPTQ Quantizer.find_params semantics).
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include "../config.hpp"
+
+namespace loaq {
+
+// Runtime options of the parameter search. Defaults are the GPTQ reference's.
+struct ParamSearch {
+  bool mse = false;        // shrink search minimising Σ|x̂ − x|^norm
+  double norm = 2.4;
+  int grid = 100;
+  double maxshrink = 0.8;  // the search tries int(maxshrink·grid) shrink factors
+};
+
+// One scale and zero per row.
+template <class Scalar>
+struct RowParams {
+  Vector<Scalar> scale, zero;
+};
+
+// x̂ = quantize(x) with the grid and one row's parameters.
+template <class Grid>
+typename Grid::Scalar quantize(const Grid& grid, typename Grid::Scalar x,
+                               typename Grid::Scalar scale, typename Grid::Scalar zero) {
+  return grid.decode(grid.encode(x, scale, zero), scale, zero);
+}
+
+// find_params over the columns of `block` (rows × cols): per-row min-max, then optionally the
+// MSE search over shrink factors f = 1 − i/grid, keeping a candidate only on strict improvement.
+template <class Grid, class Derived>
+void fit_params(const Grid& grid, const Eigen::MatrixBase<Derived>& block,
+                const ParamSearch& search, RowParams<typename Grid::Scalar>& out) {
+  using Scalar = typename Grid::Scalar;
+  const Index rows = block.rows(), cols = block.cols();
+  out.scale.resize(rows);
+  out.zero.resize(rows);
+  const int steps = int(search.maxshrink * search.grid);
+  for (Index r = 0; r < rows; ++r) {
+    Scalar xmin = cols ? Scalar(block.row(r).minCoeff()) : Scalar(0);
+    Scalar xmax = cols ? Scalar(block.row(r).maxCoeff()) : Scalar(0);
+    grid.adjust_range(xmin, xmax);
+    Scalar scale, zero;
+    grid.params(xmin, xmax, scale, zero);
+    if (search.mse) {
+      double best = std::numeric_limits<double>::infinity();
+      for (int i = 0; i < steps; ++i) {
+        const Scalar f = Scalar(1.0 - double(i) / search.grid);
+        Scalar s1, z1;
+        grid.params(f * xmin, f * xmax, s1, z1);
+        double err = 0;
+        for (Index c = 0; c < cols; ++c) {
+          const Scalar x = Scalar(block(r, c));
+          err += double(std::pow(std::abs(quantize(grid, x, s1, z1) - x), Scalar(search.norm)));
+        }
+        if (err < best) {
+          best = err;
+          scale = s1;
+          zero = z1;
+        }
+      }
+    }
+    out.scale[r] = scale;
+    out.zero[r] = zero;
+  }
+}
+
+}  // namespace loaq

@@ -1,0 +1,143 @@
+// Streaming calibration statistics with the GPTQ reference's running scaling (spec §2):
+//   S ← S·n/(n+b);  n ← n+b;  S ← S + (2/n)·Σ_t (batch term)
+// for every statistic at once, so Ĥ, C and G always carry the same factor.
+#pragma once
+
+#include <string>
+
+#include "../config.hpp"
+#include "../status.hpp"
+
+namespace loaq {
+
+// Inputs are n × T (one column per token); residual streams are m × T.
+// With per-token weights a_t (quantized side) and b_t (FP side):
+//   Ĥ = Σ a² x̂x̂ᵀ,   C = Σ a (b·x − a·x̂) x̂ᵀ,   G = Σ a (b·r − a·r̂) x̂ᵀ
+// a = b = 1 gives GPTQ's H, GPTAQ's dXXT and the residual cross term; the RMSNorm-aware
+// objectives set a = ŝ, b = s (weighted) or a = 1, b = s/ŝ (output-matching factors).
+template <class Acc = double>
+class CalibrationAccumulator {
+ public:
+  using Mat = Matrix<Acc>;
+
+  // n: input features; residual_rows: m for the residual cross term G (0 = not tracked).
+  explicit CalibrationAccumulator(Index n = 0, Index residual_rows = 0)
+      : hessian_(Mat::Zero(n, n)), residual_rows_(residual_rows) {}
+
+  Index features() const { return hessian_.rows(); }
+  Index sequences() const { return sequences_; }
+  Index tokens() const { return tokens_; }
+  bool has_cross() const { return cross_.size() > 0; }
+  bool has_residual_cross() const { return residual_cross_.size() > 0; }
+
+  // Ĥ only (GPTQ add_batch). `sequences`: how many sequences the batch holds (the reference
+  // averages over sequences, sums over tokens).
+  template <class D>
+  Report add_batch(const Eigen::MatrixBase<D>& Xhat, Index sequences = 1) {
+    return add(Xhat, nullptr, nullptr, nullptr, nullptr, nullptr, sequences);
+  }
+  // Ĥ and C = Σ(x − x̂)x̂ᵀ.
+  template <class D1, class D2>
+  Report add_batch(const Eigen::MatrixBase<D1>& Xhat, const Eigen::MatrixBase<D2>& X,
+                   Index sequences = 1) {
+    const Mat x = X.template cast<Acc>();
+    return add(Xhat, &x, nullptr, nullptr, nullptr, nullptr, sequences);
+  }
+  // Ĥ, C and G = Σ(r − r̂)x̂ᵀ.
+  template <class D1, class D2, class D3, class D4>
+  Report add_batch(const Eigen::MatrixBase<D1>& Xhat, const Eigen::MatrixBase<D2>& X,
+                   const Eigen::MatrixBase<D3>& Rhat, const Eigen::MatrixBase<D4>& R,
+                   Index sequences = 1) {
+    const Mat x = X.template cast<Acc>(), rh = Rhat.template cast<Acc>(),
+              r = R.template cast<Acc>();
+    return add(Xhat, &x, &rh, &r, nullptr, nullptr, sequences);
+  }
+  // The general token-weighted form (see the class comment). Rhat/R may be null.
+  template <class D1>
+  Report add_weighted_batch(const Eigen::MatrixBase<D1>& Xhat, const Mat& X, const Mat* Rhat,
+                            const Mat* R, const Vector<Acc>& a, const Vector<Acc>& b,
+                            Index sequences = 1) {
+    return add(Xhat, &X, Rhat, R, &a, &b, sequences);
+  }
+
+  // Ĥ (full symmetric matrix).
+  const Mat& hessian() const {
+    if (!symmetric_) {
+      hessian_.template triangularView<Eigen::StrictlyUpper>() = hessian_.transpose();
+      symmetric_ = true;
+    }
+    return hessian_;
+  }
+  const Mat& cross() const { return cross_; }
+  const Mat& residual_cross() const { return residual_cross_; }
+
+ private:
+  template <class D1>
+  Report add(const Eigen::MatrixBase<D1>& Xhat_in, const Mat* X, const Mat* Rhat, const Mat* R,
+             const Vector<Acc>* a, const Vector<Acc>* b, Index sequences) {
+    const Index n = features(), T = Xhat_in.cols();
+    if (Xhat_in.rows() != n)
+      return Report::fail(Status::ShapeMismatch, "inputs have " + std::to_string(Xhat_in.rows()) +
+                                                     " features, the accumulator expects " +
+                                                     std::to_string(n));
+    if (X && (X->rows() != n || X->cols() != T))
+      return Report::fail(Status::ShapeMismatch,
+                          "FP inputs must have the shape of the quantized-model inputs");
+    if ((Rhat == nullptr) != (R == nullptr))
+      return Report::fail(Status::InvalidArgument, "give both residual streams or neither");
+    if (R && (R->cols() != T || Rhat->cols() != T || R->rows() != Rhat->rows() ||
+              (residual_rows_ && R->rows() != residual_rows_)))
+      return Report::fail(Status::ShapeMismatch,
+                          "residual streams must be m × T with the inputs' token count");
+    if (a && (a->size() != T || b->size() != T))
+      return Report::fail(Status::ShapeMismatch, "token weights must have one entry per token");
+    if (sequences < 1)
+      return Report::fail(Status::InvalidArgument, "a batch holds at least one sequence");
+    if (X && tokens_ > 0 && !has_cross())
+      return Report::fail(Status::InvalidArgument, "cannot start the cross term mid-stream");
+    if (R && tokens_ > 0 && !has_residual_cross())
+      return Report::fail(Status::InvalidArgument,
+                          "cannot start the residual cross term mid-stream");
+
+    const Mat xh = Xhat_in.template cast<Acc>();
+    if (!xh.allFinite() || (X && !X->allFinite()) || (R && (!R->allFinite() || !Rhat->allFinite())) ||
+        (a && (!a->allFinite() || !b->allFinite())))
+      return Report::fail(Status::NonFiniteInput,
+                          "calibration batch holds NaN or Inf; check the captured activations");
+
+    if (X && !has_cross()) cross_ = Mat::Zero(n, n);
+    if (R && !has_residual_cross()) residual_cross_ = Mat::Zero(R->rows(), n);
+
+    // Running rescale exactly as GPTQ: S·n/(n+b), then + 2/(n+b)·Σ.
+    const Acc keep = Acc(sequences_) / Acc(sequences_ + sequences);
+    sequences_ += sequences;
+    tokens_ += T;
+    const Acc step = Acc(2) / Acc(sequences_);
+    if (keep != Acc(1)) {
+      hessian_ *= keep;
+      if (has_cross()) cross_ *= keep;
+      if (has_residual_cross()) residual_cross_ *= keep;
+    }
+
+    const Mat xa = a ? Mat(xh * a->asDiagonal()) : xh;  // a ⊙ x̂
+    hessian_.template selfadjointView<Eigen::Lower>().rankUpdate(xa, step);  // SYRK
+    symmetric_ = false;
+    if (X) {
+      const Mat d = a ? Mat(*X * b->asDiagonal() - xa) : Mat(*X - xh);
+      cross_.noalias() += step * d * xa.transpose();
+    }
+    if (R) {
+      const Mat e = a ? Mat(*R * b->asDiagonal() - *Rhat * a->asDiagonal()) : Mat(*R - *Rhat);
+      residual_cross_.noalias() += step * e * xa.transpose();
+    }
+    return Report::success();
+  }
+
+  mutable Mat hessian_;
+  mutable bool symmetric_ = true;
+  Mat cross_, residual_cross_;
+  Index residual_rows_ = 0;
+  Index sequences_ = 0, tokens_ = 0;
+};
+
+}  // namespace loaq

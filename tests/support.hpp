@@ -1,0 +1,54 @@
+// Shared helpers for the test suite: reference-vector loading, random problems, code matching.
+#pragma once
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+#include <loaq/io/safetensors.hpp>
+#include <loaq/loaq.hpp>
+
+namespace loaq_test {
+
+inline std::string data_path(const std::string& rel) { return std::string(LOAQ_TEST_DATA_DIR) + "/" + rel; }
+
+inline nlohmann::json reference_cases() {
+  std::ifstream f(data_path("reference/cases.json"));
+  return nlohmann::json::parse(f);
+}
+
+// Heavy-tailed weights and inputs with outlier channels, like real LLM layers.
+template <class Scalar>
+loaq::Matrix<Scalar> random_matrix(loaq::Index rows, loaq::Index cols, std::mt19937& rng,
+                                   double tail = 0.0) {
+  std::normal_distribution<double> g(0.0, 1.0);
+  std::student_t_distribution<double> t(3.0);
+  loaq::Matrix<Scalar> M(rows, cols);
+  for (loaq::Index j = 0; j < cols; ++j)
+    for (loaq::Index i = 0; i < rows; ++i) M(i, j) = Scalar(tail > 0 ? tail * t(rng) : g(rng));
+  return M;
+}
+
+// Inputs n × T with a few outlier channels; H = 2 Σ x xᵀ (one sequence).
+inline Eigen::MatrixXd random_inputs(loaq::Index n, loaq::Index T, std::mt19937& rng) {
+  Eigen::MatrixXd X = random_matrix<double>(n, T, rng);
+  std::normal_distribution<double> g(0.0, 1.0);
+  Eigen::MatrixXd mix = Eigen::MatrixXd::Identity(n, n) + 0.3 * random_matrix<double>(n, n, rng) / std::sqrt(double(n));
+  X = mix * X;
+  for (loaq::Index i = 0; i < n; i += 7) X.row(i) *= 5.0;  // outlier channels
+  return X;
+}
+
+// Fraction of entries whose dequantized values agree (to a quarter of the local step).
+template <class A, class B, class S>
+double agreement(const A& ours, const B& expected, const S& scale_of_entry) {
+  loaq::Index same = 0;
+  for (loaq::Index j = 0; j < ours.cols(); ++j)
+    for (loaq::Index i = 0; i < ours.rows(); ++i)
+      if (std::abs(double(ours(i, j)) - double(expected(i, j))) <= 0.25 * std::abs(double(scale_of_entry(i, j))))
+        ++same;
+  return double(same) / double(ours.size());
+}
+
+}  // namespace loaq_test
