@@ -15,3 +15,6 @@
 #include "solve/rtn.hpp"
 #include "solve/gptq.hpp"
 #include "solve/gptaq.hpp"
+#include "solve/targets.hpp"
+#include "subblock/rmsnorm.hpp"
+#include "subblock/objective.hpp"

@@ -1,0 +1,74 @@
+// LoaQ-family closed-form targets over the GPTQ core (spec §5):
+//   W* = W + α·W·C·Ĥ⁻¹ + β·G·Ĥ⁻¹,  then  Q = GPTQ(W*, Ĥ)
+// with Ĥ⁻¹ = UᵀU from the factor the solver computes anyway (no extra O(n³) work).
+// C = Σ a(b·x − a·x̂)x̂ᵀ and G = Σ a(b·r − a·r̂)x̂ᵀ must carry Ĥ's scaling (the accumulator
+// guarantees it). Linear output (QEP/LLOA): G absent. α = β = 0 is GPTQ exactly.
+#pragma once
+
+#include "column_solver.hpp"
+
+namespace loaq {
+
+struct TargetWeights {
+  double alpha = 1.0;  // weight of the input-drift correction W·C·Ĥ⁻¹
+  double beta = 1.0;   // weight of the residual-drift correction G·Ĥ⁻¹
+};
+
+// The continuous target W* (original column order) on a prepared Hessian. G may be null.
+template <class Scalar, class DW>
+Matrix<Scalar> closed_form_target(const Eigen::MatrixBase<DW>& W, const Matrix<double>* C,
+                                  const Matrix<double>* G, const PreparedHessian& prep,
+                                  const TargetWeights& weights) {
+  const Matrix<double> Wd = W.template cast<double>();
+  const bool use_c = C && weights.alpha != 0, use_g = G && weights.beta != 0;
+  if (!use_c && !use_g) return W.template cast<Scalar>();
+  const auto& perm = prep.perm;
+  // B = α·W·C + β·G in solve order; then B·Ĥ⁻¹ = (B·Uᵀ)·U, two triangular products.
+  Matrix<double> B = Matrix<double>::Zero(W.rows(), W.cols());
+  if (use_c) B.noalias() += weights.alpha * (Wd * (*C));
+  if (use_g) B += weights.beta * (*G);
+  if (prep.permuted()) B = B(Eigen::all, perm).eval();
+  const Matrix<double>& U = prep.factor.upper();
+  Matrix<double> BUt = B * U.transpose().template triangularView<Eigen::Lower>();
+  Matrix<double> D = BUt * U.template triangularView<Eigen::Upper>();
+  Matrix<double> target = Wd;
+  for (Index j = 0; j < W.cols(); ++j) target.col(perm[std::size_t(j)]) += D.col(j);
+  return target.template cast<Scalar>();
+}
+
+// Quantizes toward the closed-form target. `target`, if given, receives W*.
+template <class Grid, class DW, class DH>
+Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>& H,
+                    const Matrix<double>* C, const Matrix<double>* G,
+                    const TargetWeights& weights, const Grid& grid, const GptqOptions& options,
+                    QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag = nullptr,
+                    Matrix<typename Grid::Scalar>* target = nullptr) {
+  const Index m = W.rows(), n = W.cols();
+  if (H.rows() != n || H.cols() != n)
+    return Report::fail(Status::ShapeMismatch,
+                        "Hessian must be n × n with n = " + std::to_string(n) + " weight columns");
+  if (C && (C->rows() != n || C->cols() != n))
+    return Report::fail(Status::ShapeMismatch, "input cross term C must be n × n");
+  if (G && (G->rows() != m || G->cols() != n))
+    return Report::fail(Status::ShapeMismatch,
+                        "residual cross term G must be m × n (" + std::to_string(m) + " × " +
+                            std::to_string(n) + ")");
+  if ((C && !C->allFinite()) || (G && !G->allFinite()))
+    return Report::fail(Status::NonFiniteInput, "cross statistics hold NaN or Inf");
+  if (!std::isfinite(weights.alpha) || !std::isfinite(weights.beta))
+    return Report::fail(Status::InvalidArgument, "alpha and beta must be finite");
+  if (auto r = internal::check_options(options, n); !r.ok()) return r;
+  if (!W.allFinite()) return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
+  PreparedHessian prep;
+  if (auto r = prepare_hessian(H, options.act_order, options.damping, prep); !r.ok()) return r;
+  const Matrix<typename Grid::Scalar> Wt =
+      closed_form_target<typename Grid::Scalar>(W, C, G, prep, weights);
+  if (!Wt.allFinite())
+    return Report::fail(Status::NonFiniteInput,
+                        "target overflowed; the statistics are badly scaled or the Hessian is "
+                        "nearly singular (raise percdamp)");
+  if (target) *target = Wt;
+  return internal::solve_columns(Wt, prep, grid, options, nullptr, out, diag);
+}
+
+}  // namespace loaq

@@ -1,0 +1,129 @@
+// Sub-block objectives as types (spec §5, §6). A LLaMA-style sub-block is
+//   h ← h + φ(RMSNorm(h)·W_inᵀ)·W_outᵀ
+// Its input linears (q,k,v or gate,up) feed a nonlinearity and use LinearOutput; its output
+// linear (o or down) is added to the residual stream and uses ResidualOutput or
+// NormalizedOutput (matching after the next RMSNorm). Each objective knows which statistics it
+// needs, accumulates them in streaming batches, and yields the Hessian and target of one linear.
+#pragma once
+
+#include "../solve/targets.hpp"
+#include "../stats/accumulator.hpp"
+#include "rmsnorm.hpp"
+
+namespace loaq {
+
+// (a) LLOA / QEP: match W·x at the layer output, Y* = W x̂ + α W (x − x̂).
+struct LinearOutput {
+  double alpha = 1.0;  // QEP's own default is 0.5
+};
+// (b) SLOA: match the residual stream r + W x after the sub-block.
+struct ResidualOutput {
+  double alpha = 1.0, beta = 1.0;
+};
+// (c) NSOA: match after the next RMSNorm, per-token RMS frozen. weighted = true uses
+// Ĥ_N = Σ ŝ² x̂x̂ᵀ; false keeps Ĥ and rescales the target by m_t = s_t/ŝ_t.
+struct NormalizedOutput {
+  double alpha = 1.0, beta = 1.0;
+  double eps = 1e-5;  // the next RMSNorm's ε
+  bool weighted = true;
+};
+
+enum class LinearRole { Input, Output };
+
+// Streaming statistics of one linear (or one group of linears sharing inputs) under an objective.
+template <class Objective>
+class ObjectiveStats;
+
+template <>
+class ObjectiveStats<LinearOutput> {
+ public:
+  ObjectiveStats(Index n, LinearOutput obj) : obj_(obj), acc_(n) {}
+  // x̂, x: n × T inputs of the quantized and the FP model.
+  template <class D1, class D2>
+  Report add(const Eigen::MatrixBase<D1>& Xhat, const Eigen::MatrixBase<D2>& X, Index sequences = 1) {
+    return acc_.add_batch(Xhat, X, sequences);
+  }
+  const CalibrationAccumulator<double>& stats() const { return acc_; }
+  TargetWeights weights() const { return {obj_.alpha, 0.0}; }
+
+ private:
+  LinearOutput obj_;
+  CalibrationAccumulator<double> acc_;
+};
+
+template <>
+class ObjectiveStats<ResidualOutput> {
+ public:
+  ObjectiveStats(Index n, Index m, ResidualOutput obj) : obj_(obj), acc_(n, m) {}
+  // r̂, r: m × T residual streams the layer's output is added to.
+  template <class D1, class D2, class D3, class D4>
+  Report add(const Eigen::MatrixBase<D1>& Xhat, const Eigen::MatrixBase<D2>& X,
+             const Eigen::MatrixBase<D3>& Rhat, const Eigen::MatrixBase<D4>& R, Index sequences = 1) {
+    return acc_.add_batch(Xhat, X, Rhat, R, sequences);
+  }
+  const CalibrationAccumulator<double>& stats() const { return acc_; }
+  TargetWeights weights() const { return {obj_.alpha, obj_.beta}; }
+
+ private:
+  ResidualOutput obj_;
+  CalibrationAccumulator<double> acc_;
+};
+
+template <>
+class ObjectiveStats<NormalizedOutput> {
+ public:
+  // W: the layer's unquantized weight (m × n), used to freeze the per-token RMS.
+  template <class DW>
+  ObjectiveStats(const Eigen::MatrixBase<DW>& W, NormalizedOutput obj)
+      : obj_(obj), W_(W.template cast<double>()), acc_(W.cols(), W.rows()) {}
+
+  // s_t = 1/ρ(r_t + W x_t),  ŝ_t = 1/ρ(r̂_t + W x̂_t); weighted: a = ŝ, b = s;
+  // output-matching factors: a = 1, b = s/ŝ.
+  template <class D1, class D2, class D3, class D4>
+  Report add(const Eigen::MatrixBase<D1>& Xhat, const Eigen::MatrixBase<D2>& X,
+             const Eigen::MatrixBase<D3>& Rhat, const Eigen::MatrixBase<D4>& R, Index sequences = 1) {
+    if (Xhat.rows() != W_.cols() || X.rows() != W_.cols() || Rhat.rows() != W_.rows() ||
+        R.rows() != W_.rows() || X.cols() != Xhat.cols() || R.cols() != Xhat.cols() ||
+        Rhat.cols() != Xhat.cols())
+      return Report::fail(Status::ShapeMismatch,
+                          "normalized objective needs x̂, x as n × T and r̂, r as m × T");
+    if (!(obj_.eps >= 0)) return Report::fail(Status::InvalidArgument, "RMSNorm ε must be ≥ 0");
+    const Matrix<double> x = X.template cast<double>(), xh = Xhat.template cast<double>();
+    const Matrix<double> r = R.template cast<double>(), rh = Rhat.template cast<double>();
+    if (!x.allFinite() || !xh.allFinite() || !r.allFinite() || !rh.allFinite())
+      return Report::fail(Status::NonFiniteInput, "calibration batch holds NaN or Inf");
+    const Vector<double> s = inverse_rms(r + W_ * x, obj_.eps);
+    const Vector<double> sh = inverse_rms(rh + W_ * xh, obj_.eps);
+    if (!s.allFinite() || !sh.allFinite())
+      return Report::fail(Status::NonFiniteInput,
+                          "a token's output is all zero with ε = 0; set the RMSNorm ε");
+    if (obj_.weighted) return acc_.add_weighted_batch(xh, x, &rh, &r, sh, s, sequences);
+    const Vector<double> ones = Vector<double>::Ones(s.size());
+    const Vector<double> m = s.cwiseQuotient(sh);
+    return acc_.add_weighted_batch(xh, x, &rh, &r, ones, m, sequences);
+  }
+  const CalibrationAccumulator<double>& stats() const { return acc_; }
+  TargetWeights weights() const { return {obj_.alpha, obj_.beta}; }
+
+ private:
+  NormalizedOutput obj_;
+  Matrix<double> W_;
+  CalibrationAccumulator<double> acc_;
+};
+
+// Quantizes W toward its objective's target with the accumulated statistics.
+template <class Objective, class Grid, class DW>
+Report solve_objective(const Eigen::MatrixBase<DW>& W, const ObjectiveStats<Objective>& st,
+                       const Grid& grid, const GptqOptions& options,
+                       QuantizedWeight<typename Grid::Scalar>& out,
+                       SolveDiagnostics* diag = nullptr,
+                       Matrix<typename Grid::Scalar>* target = nullptr) {
+  const auto& acc = st.stats();
+  if (acc.tokens() == 0)
+    return Report::fail(Status::InvalidArgument, "no calibration batch was added");
+  const Matrix<double>* C = acc.has_cross() ? &acc.cross() : nullptr;
+  const Matrix<double>* G = acc.has_residual_cross() ? &acc.residual_cross() : nullptr;
+  return solve_target(W, acc.hessian(), C, G, st.weights(), grid, options, out, diag, target);
+}
+
+}  // namespace loaq
