@@ -1,1 +1,236 @@
+// GPTQ solver properties: exact sequential optimality, loss identity, act-order, groups,
+// dead columns, RTN equivalence on a diagonal Hessian, bad input.
 #include <doctest/doctest.h>
+
+#include "../oracle.hpp"
+#include "../support.hpp"
+
+using loaq::Index;
+
+namespace {
+
+// H = 2·X̂X̂ᵀ for n × T inputs, as the reference's add_batch with one sequence.
+Eigen::MatrixXd gram(const Eigen::MatrixXd& X) { return 2.0 * X * X.transpose(); }
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("GPTQ equals the exact sequential minimizer of ||W X - Q X||^2", Scalar, float,
+                   double) {
+  std::mt19937 rng(7);
+  Index agree = 0, total = 0;
+  for (int trial = 0; trial < 6; ++trial) {
+    const Index m = 5, n = 12, T = 60;
+    const Eigen::MatrixXd X = loaq_test::random_inputs(n, T, rng);
+    const Eigen::MatrixXd W = loaq_test::random_matrix<double>(m, n, rng);
+    for (int group : {-1, 4}) {
+      for (bool sym : {false, true}) {
+        loaq::GptqOptions opt;
+        opt.group_size = group;
+        opt.block_size = group > 0 ? group : 5;  // the oracle fits groups on the updated W
+        opt.damping.percdamp = 0;                // the oracle solves the undamped problem
+        loaq::QuantizedWeight<Scalar> out;
+        REQUIRE(loaq::gptq(W.cast<Scalar>(), gram(X), loaq::UniformGrid<Scalar, 3>(sym), opt, out).ok());
+        Eigen::MatrixXi codes;
+        loaq_test::sequential_minimizer(W * X, X, loaq::UniformGrid<double, 3>(sym), group, &codes);
+        agree += (out.codes.template cast<int>().array() == codes.array()).count();
+        total += codes.size();
+      }
+    }
+  }
+  MESSAGE("codes identical to the brute-force sequential minimizer: " << agree << "/" << total);
+  CHECK(double(agree) / double(total) >= 0.99);
+}
+
+TEST_CASE_TEMPLATE("GPTQ loss equals half the damped proxy error of W - Q", Scalar, float, double) {
+  std::mt19937 rng(11);
+  const Index m = 16, n = 40;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 200, rng);
+  const Eigen::MatrixXd H = gram(X);
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(m, n, rng);
+  for (bool act : {false, true}) {
+    loaq::GptqOptions opt;
+    opt.act_order = act;
+    opt.block_size = 16;
+    loaq::QuantizedWeight<Scalar> out;
+    loaq::SolveDiagnostics diag;
+    REQUIRE(loaq::gptq(W.cast<Scalar>(), H, loaq::UniformGrid<Scalar, 4>(false), opt, out, &diag).ok());
+    Eigen::MatrixXd Hd = H;
+    Hd.diagonal().array() += diag.damping;
+    const Eigen::MatrixXd D = W - out.weight.template cast<double>();
+    const double proxy = 0.5 * (D * Hd).cwiseProduct(D).sum();
+    CHECK(out.loss == doctest::Approx(proxy).epsilon(std::is_same_v<Scalar, float> ? 1e-3 : 1e-9));
+    CHECK(diag.column_loss.sum() == doctest::Approx(out.loss));
+  }
+}
+
+TEST_CASE_TEMPLATE("act-order equals GPTQ on the explicitly permuted problem", Scalar, float, double) {
+  std::mt19937 rng(3);
+  const Index m = 12, n = 48;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 150, rng);
+  const Eigen::MatrixXd H = gram(X);
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(m, n, rng);
+  loaq::UniformGrid<Scalar, 4> grid(false);
+  for (int group : {-1, 16}) {
+    loaq::GptqOptions opt;
+    opt.act_order = true;
+    opt.group_size = group;
+    loaq::QuantizedWeight<Scalar> a, b;
+    loaq::SolveDiagnostics diag;
+    REQUIRE(loaq::gptq(W.cast<Scalar>(), H, grid, opt, a, &diag).ok());
+    // The walk order is by descending diag(H), stable.
+    for (std::size_t j = 1; j < diag.perm.size(); ++j)
+      CHECK(H(diag.perm[j - 1], diag.perm[j - 1]) >= H(diag.perm[j], diag.perm[j]));
+    const Eigen::MatrixXd Wp = W(Eigen::all, diag.perm);
+    const Eigen::MatrixXd Hp = H(diag.perm, diag.perm);
+    opt.act_order = false;
+    REQUIRE(loaq::gptq(Wp.cast<Scalar>(), Hp, grid, opt, b).ok());
+    // Undo the permutation: identical codes and values, column by column.
+    for (Index j = 0; j < n; ++j) {
+      CHECK((a.codes.col(diag.perm[std::size_t(j)]) == b.codes.col(j)));
+      CHECK(a.g_idx[diag.perm[std::size_t(j)]] == b.g_idx[j]);
+    }
+    CHECK(a.loss == doctest::Approx(b.loss));
+  }
+}
+
+TEST_CASE_TEMPLATE("static groups take parameters from the original weight, dynamic ones do not",
+                   Scalar, float, double) {
+  std::mt19937 rng(5);
+  const Index m = 8, n = 64, g = 16;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 200, rng);
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(m, n, rng);
+  const loaq::Matrix<Scalar> Ws = W.cast<Scalar>();
+  loaq::UniformGrid<Scalar, 3> grid(false);
+  loaq::GptqOptions opt;
+  opt.group_size = int(g);
+  opt.block_size = 16;
+  opt.static_groups = true;
+  opt.act_order = true;
+  loaq::QuantizedWeight<Scalar> st, dyn;
+  REQUIRE(loaq::gptq(Ws, gram(X), grid, opt, st).ok());
+  loaq::RowParams<Scalar> p;
+  for (Index k = 0; k < n / g; ++k) {
+    loaq::fit_params(grid, Ws.middleCols(k * g, g), loaq::ParamSearch{}, p);
+    CHECK((st.scales.col(k) == p.scale));
+    CHECK((st.zeros.col(k) == p.zero));
+  }
+  for (Index j = 0; j < n; ++j) CHECK(st.g_idx[j] == j / g);
+  opt.static_groups = false;
+  opt.act_order = false;
+  REQUIRE(loaq::gptq(Ws, gram(X), grid, opt, dyn).ok());
+  // Group 0 starts before any update: same parameters. Later groups see compensated weights.
+  loaq::fit_params(grid, Ws.leftCols(g), loaq::ParamSearch{}, p);
+  CHECK((dyn.scales.col(0) == p.scale));
+  CHECK((dyn.scales.rightCols(n / g - 1) - st.scales.rightCols(n / g - 1)).cwiseAbs().maxCoeff() > 0);
+  // Every stored value decodes from its code with its group's parameters.
+  for (Index j = 0; j < n; ++j)
+    for (Index i = 0; i < m; ++i)
+      CHECK(dyn.weight(i, j) == grid.decode(dyn.codes(i, j), dyn.scales(i, dyn.g_idx[j]),
+                                            dyn.zeros(i, dyn.g_idx[j])));
+}
+
+TEST_CASE_TEMPLATE("dead columns are quantized to zero and do not break the solve", Scalar, float,
+                   double) {
+  std::mt19937 rng(9);
+  const Index m = 6, n = 20;
+  Eigen::MatrixXd X = loaq_test::random_inputs(n, 100, rng);
+  X.row(3).setZero();
+  X.row(11).setZero();
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(m, n, rng);
+  for (bool sym : {false, true}) {
+    loaq::GptqOptions opt;
+    opt.act_order = sym;
+    loaq::QuantizedWeight<Scalar> out;
+    loaq::SolveDiagnostics diag;
+    REQUIRE(loaq::gptq(W.cast<Scalar>(), gram(X), loaq::UniformGrid<Scalar, 4>(sym), opt, out, &diag).ok());
+    CHECK(diag.dead == std::vector<Index>{3, 11});
+    CHECK(out.weight.col(3).isZero(0));
+    CHECK(out.weight.col(11).isZero(0));
+    CHECK(out.weight.allFinite());
+    CHECK(diag.column_loss[3] == 0);
+  }
+}
+
+TEST_CASE_TEMPLATE("with a diagonal Hessian GPTQ is round-to-nearest", Scalar, float, double) {
+  std::mt19937 rng(13);
+  const Index m = 10, n = 33;
+  const loaq::Matrix<Scalar> W = loaq_test::random_matrix<Scalar>(m, n, rng, 1.0);
+  Eigen::VectorXd d = Eigen::VectorXd::Random(n).cwiseAbs().array() + 0.5;
+  const Eigen::MatrixXd H = d.asDiagonal();
+  for (int group : {-1, 8}) {
+    for (bool sym : {false, true}) {
+      loaq::UniformGrid<Scalar, 3> grid(sym);
+      loaq::GptqOptions opt;
+      opt.group_size = group;
+      loaq::QuantizedWeight<Scalar> g, r;
+      REQUIRE(loaq::gptq(W, H, grid, opt, g).ok());
+      REQUIRE(loaq::rtn(W, grid, group, loaq::ParamSearch{}, r).ok());
+      CHECK((g.codes == r.codes));
+      CHECK((g.weight == r.weight));
+      CHECK((g.scales == r.scales));
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("GPTQ beats RTN on correlated inputs for every grid", Scalar, float, double) {
+  std::mt19937 rng(17);
+  const Index m = 32, n = 64;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 400, rng);
+  const Eigen::MatrixXd H = gram(X);
+  const loaq::Matrix<Scalar> W = loaq_test::random_matrix<Scalar>(m, n, rng, 1.0);
+  auto proxy = [&](const auto& Q) {
+    const Eigen::MatrixXd D = W.template cast<double>() - Q.template cast<double>();
+    return (D * H).cwiseProduct(D).sum();
+  };
+  auto compare = [&](const auto& grid, const char* name) {
+    loaq::GptqOptions opt;
+    opt.group_size = 32;
+    loaq::QuantizedWeight<Scalar> g, r;
+    REQUIRE(loaq::gptq(W, H, grid, opt, g).ok());
+    REQUIRE(loaq::rtn(W, grid, 32, loaq::ParamSearch{}, r).ok());
+    CAPTURE(name);
+    CHECK(proxy(g.weight) < proxy(r.weight));
+  };
+  compare(loaq::UniformGrid<Scalar, 3>(false), "asym");
+  compare(loaq::UniformGrid<Scalar, 3>(true), "sym");
+  compare(loaq::SignedSymmetricGrid<Scalar, 3>(), "signed");
+  compare(loaq::nf4_grid<Scalar>(), "nf4");
+  compare(loaq::e2m1_grid<Scalar>(), "e2m1");
+}
+
+TEST_CASE("GPTQ rejects bad input with a status, never NaN") {
+  std::mt19937 rng(19);
+  const Eigen::MatrixXd X = loaq_test::random_inputs(8, 40, rng);
+  const Eigen::MatrixXd H = gram(X);
+  Eigen::MatrixXf W = loaq_test::random_matrix<float>(4, 8, rng);
+  loaq::UniformGrid<float, 4> grid;
+  loaq::QuantizedWeight<float> out;
+  loaq::GptqOptions opt;
+  CHECK(loaq::gptq(W, Eigen::MatrixXd(H.topLeftCorner(7, 7)), grid, opt, out).status ==
+        loaq::Status::ShapeMismatch);
+  Eigen::MatrixXd Hn = H;
+  Hn(2, 5) = std::nan("");
+  CHECK(loaq::gptq(W, Hn, grid, opt, out).status == loaq::Status::NonFiniteInput);
+  Eigen::MatrixXf Wn = W;
+  Wn(1, 1) = INFINITY;
+  CHECK(loaq::gptq(Wn, H, grid, opt, out).status == loaq::Status::NonFiniteInput);
+  opt.block_size = 0;
+  CHECK(loaq::gptq(W, H, grid, opt, out).status == loaq::Status::InvalidArgument);
+  opt.block_size = 128;
+  opt.group_size = 0;
+  CHECK(loaq::gptq(W, H, grid, opt, out).status == loaq::Status::InvalidArgument);
+  opt.group_size = -1;
+  // Strongly indefinite: damping cannot rescue it; the message names the pivot.
+  Eigen::MatrixXd Hi = H;
+  Hi(0, 0) = -2 * H.diagonal().mean();
+  opt.damping.max_attempts = 2;
+  const loaq::Report r = loaq::gptq(W, Hi, grid, opt, out);
+  CHECK(r.status == loaq::Status::NotPositiveDefinite);
+  CHECK(r.message.find("pivot") != std::string::npos);
+  opt.damping.max_attempts = 4;
+  // Rank-deficient (fewer tokens than features) but damping makes it solvable.
+  const Eigen::MatrixXd Xr = loaq_test::random_inputs(8, 3, rng);
+  loaq::SolveDiagnostics diag;
+  REQUIRE(loaq::gptq(W, gram(Xr), grid, opt, out, &diag).ok());
+  CHECK(out.weight.allFinite());
+}

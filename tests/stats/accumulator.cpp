@@ -1,0 +1,66 @@
+// Streaming accumulator: running 2/n_seq scaling, batch-size invariance, cross terms, errors.
+#include <doctest/doctest.h>
+
+#include "../support.hpp"
+
+using loaq::Index;
+
+TEST_CASE("streaming batches equal one pass with H = 2/n_seq Σ x xᵀ") {
+  std::mt19937 rng(37);
+  const Index n = 24, m = 10;
+  const Eigen::MatrixXd Xh = loaq_test::random_inputs(n, 90, rng);
+  const Eigen::MatrixXd X = Xh + 0.1 * loaq_test::random_matrix<double>(n, 90, rng);
+  const Eigen::MatrixXd R = loaq_test::random_matrix<double>(m, 90, rng);
+  const Eigen::MatrixXd Rh = R + 0.2 * loaq_test::random_matrix<double>(m, 90, rng);
+  loaq::CalibrationAccumulator<double> once(n, m), streamed(n, m);
+  REQUIRE(once.add_batch(Xh, X, Rh, R, 6).ok());  // 6 sequences of 15 tokens
+  for (Index b = 0; b < 3; ++b)                    // 3 batches of 2 sequences
+    REQUIRE(streamed.add_batch(Xh.middleCols(30 * b, 30), X.middleCols(30 * b, 30),
+                               Rh.middleCols(30 * b, 30), R.middleCols(30 * b, 30), 2).ok());
+  const Eigen::MatrixXd H = (2.0 / 6) * Xh * Xh.transpose();
+  const Eigen::MatrixXd C = (2.0 / 6) * (X - Xh) * Xh.transpose();
+  const Eigen::MatrixXd G = (2.0 / 6) * (R - Rh) * Xh.transpose();
+  for (auto* acc : {&once, &streamed}) {
+    CHECK(acc->sequences() == 6);
+    CHECK(acc->tokens() == 90);
+    CHECK((acc->hessian() - H).norm() <= 1e-12 * H.norm());
+    CHECK((acc->cross() - C).norm() <= 1e-12 * C.norm());
+    CHECK((acc->residual_cross() - G).norm() <= 1e-12 * G.norm());
+  }
+  CHECK(streamed.hessian().isApprox(streamed.hessian().transpose(), 0));
+}
+
+TEST_CASE("token weights give the RMSNorm-aware statistics") {
+  std::mt19937 rng(41);
+  const Index n = 7, m = 5, T = 30;
+  const Eigen::MatrixXd Xh = loaq_test::random_inputs(n, T, rng), X = loaq_test::random_inputs(n, T, rng);
+  const Eigen::MatrixXd Rh = loaq_test::random_matrix<double>(m, T, rng), R = loaq_test::random_matrix<double>(m, T, rng);
+  const Eigen::VectorXd a = Eigen::VectorXd::Random(T).cwiseAbs(), b = Eigen::VectorXd::Random(T).cwiseAbs();
+  loaq::CalibrationAccumulator<double> acc(n, m);
+  REQUIRE(acc.add_weighted_batch(Xh, X, &Rh, &R, a, b).ok());
+  Eigen::MatrixXd H = Eigen::MatrixXd::Zero(n, n), C = H, G = Eigen::MatrixXd::Zero(m, n);
+  for (Index t = 0; t < T; ++t) {
+    H += 2 * a[t] * a[t] * Xh.col(t) * Xh.col(t).transpose();
+    C += 2 * a[t] * (b[t] * X.col(t) - a[t] * Xh.col(t)) * Xh.col(t).transpose();
+    G += 2 * a[t] * (b[t] * R.col(t) - a[t] * Rh.col(t)) * Xh.col(t).transpose();
+  }
+  CHECK((acc.hessian() - H).norm() <= 1e-12 * H.norm());
+  CHECK((acc.cross() - C).norm() <= 1e-12 * C.norm());
+  CHECK((acc.residual_cross() - G).norm() <= 1e-12 * G.norm());
+}
+
+TEST_CASE("accumulator rejects mismatched and non-finite batches") {
+  loaq::CalibrationAccumulator<double> acc(4, 3);
+  CHECK(acc.add_batch(Eigen::MatrixXd::Ones(5, 10)).status == loaq::Status::ShapeMismatch);
+  CHECK(acc.add_batch(Eigen::MatrixXd::Ones(4, 10), Eigen::MatrixXd::Ones(4, 9)).status ==
+        loaq::Status::ShapeMismatch);
+  CHECK(acc.add_batch(Eigen::MatrixXd::Ones(4, 10), Eigen::MatrixXd::Ones(4, 10),
+                      Eigen::MatrixXd::Ones(2, 10), Eigen::MatrixXd::Ones(2, 10)).status ==
+        loaq::Status::ShapeMismatch);
+  Eigen::MatrixXd bad = Eigen::MatrixXd::Ones(4, 10);
+  bad(3, 3) = std::nan("");
+  CHECK(acc.add_batch(bad).status == loaq::Status::NonFiniteInput);
+  CHECK(acc.add_batch(Eigen::MatrixXd::Ones(4, 10), 0).status == loaq::Status::InvalidArgument);
+  CHECK(acc.tokens() == 0);  // nothing was half-added
+  CHECK(acc.hessian().isZero(0));
+}
