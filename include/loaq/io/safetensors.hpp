@@ -14,13 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "error.hpp"
+
 namespace loaq {
 namespace io {
-
-// Thrown for any malformed, truncated or mismatching file; the message says what and where.
-struct format_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 
