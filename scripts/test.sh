@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The README's test command: install what is missing, build, run every test (Release and
+# ASan+UBSan), install the package and build a consumer against it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+jobs=${JOBS:-$(nproc)}
+bash scripts/install_deps.sh
+launcher=(); command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+
+echo "== Release build and tests"
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" -DCMAKE_INSTALL_PREFIX="$root/build/prefix" >/dev/null
+cmake --build build/release -j "$jobs"
+(cd build/release && ctest --output-on-failure)
+
+echo "== ASan + UBSan tests"
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOAQ_SANITIZE=ON -DLOAQ_BUILD_BENCH=OFF \
+  -DLOAQ_BUILD_EXAMPLES=OFF "${launcher[@]}" >/dev/null
+cmake --build build/asan -j "$jobs" --target loaq_tests
+(cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure)
+
+echo "== C++20 compile of the umbrella header"
+printf '#include <loaq/loaq.hpp>\n#include <loaq/io/safetensors.hpp>\nint main() { return 0; }\n' > build/cxx20.cpp
+g++ -std=c++20 -fsyntax-only -Wall -Wextra -Iinclude -I/usr/include/eigen3 build/cxx20.cpp
+
+echo "== install + find_package consumer"
+cmake --install build/release >/dev/null
+cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$root/build/prefix" "${launcher[@]}" >/dev/null
+cmake --build build/consumer -j "$jobs"
+./build/consumer/consumer
+echo "== all tests passed"
