@@ -124,6 +124,7 @@ Args parse(int argc, char** argv) {
 // Everything the solve needs, read and validated once.
 struct Problem {
   Eigen::MatrixXd W, H;                 // H: the (plain) Hessian of x̂
+  Eigen::MatrixXd Xhat, X, Rhat, R;     // token streams, when the file has them (width × T)
   const Eigen::MatrixXd* C = nullptr;   // input cross term
   const Eigen::MatrixXd* G = nullptr;   // residual cross term
   std::unique_ptr<loaq::CalibrationAccumulator<double>> acc;
@@ -151,6 +152,12 @@ Problem load(const Args& a, const loaq::io::SafetensorsReader& st) {
                   : "the input file needs 'hessian' [n,n] or 'inputs' [T,n]");
   const std::int64_t T = st.info("inputs").shape.size() == 2 ? st.info("inputs").shape[0] : -1;
   const Eigen::MatrixXd Xhat = tokens(st, "inputs", T, n);
+  p.Xhat = Xhat;
+  if (st.contains("fp_inputs")) p.X = tokens(st, "fp_inputs", T, n);
+  if (st.contains("residual") && st.contains("fp_residual")) {
+    p.Rhat = tokens(st, "residual", T, m);
+    p.R = tokens(st, "fp_residual", T, m);
+  }
   p.acc = std::make_unique<loaq::CalibrationAccumulator<double>>(n, needs_residual ? m : 0);
   loaq::Report r;
   if (!needs_fp) {
@@ -209,7 +216,7 @@ int run(const Args& a, const Problem& p) {
 
   const Eigen::MatrixXd D = p.W - out.weight.template cast<double>();
   const double proxy = (D * p.H).cwiseProduct(D).sum();
-  std::printf("method %s  bits %d  group %d  m %ld  n %ld  time %.3f s\n", a.method.c_str(), a.bits,
+  std::printf("method %s  bits %d  group %d  m %ld  n %ld  time %.4f s\n", a.method.c_str(), a.bits,
               a.opt.group_size, long(W.rows()), long(W.cols()), secs);
   if (a.method != "rtn") {
     std::printf("loss %.6g\n", out.loss);
@@ -218,6 +225,15 @@ int run(const Args& a, const Problem& p) {
                   long(diag.failed_pivot), diag.relative_damping);
   }
   std::printf("proxy_error tr((W-Q)H(W-Q)^T) %.6g\n", proxy);
+  // What the layer really outputs against the FP model, when the token streams are known.
+  if (p.X.size()) {
+    const Eigen::MatrixXd Qd = out.weight.template cast<double>();
+    const double T = double(p.X.cols());
+    std::printf("output_error |WX - QX^|^2/T %.6g\n", (p.W * p.X - Qd * p.Xhat).squaredNorm() / T);
+    if (p.R.size())
+      std::printf("subblock_error |(R+WX) - (R^+QX^)|^2/T %.6g\n",
+                  ((p.R + p.W * p.X) - (p.Rhat + Qd * p.Xhat)).squaredNorm() / T);
+  }
   if (target.size()) {
     const Eigen::MatrixXd Dt = target.template cast<double>() - out.weight.template cast<double>();
     std::printf("target_proxy_error tr((W*-Q)H(W*-Q)^T) %.6g\n", (Dt * p.H).cwiseProduct(Dt).sum());
