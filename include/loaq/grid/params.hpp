@@ -40,9 +40,19 @@ void fit_params(const Grid& grid, const Eigen::MatrixBase<Derived>& block,
   out.scale.resize(rows);
   out.zero.resize(rows);
   const int steps = int(search.maxshrink * search.grid);
+  // Column-major blocks: reduce across columns with whole columns at a time (SIMD, unit stride)
+  // rather than walking each row with a stride.
+  Vector<Scalar> lo = Vector<Scalar>::Zero(rows), hi = Vector<Scalar>::Zero(rows);
+  if (cols) {
+    lo = block.col(0).template cast<Scalar>();
+    hi = lo;
+    for (Index c = 1; c < cols; ++c) {
+      lo = lo.cwiseMin(block.col(c).template cast<Scalar>());
+      hi = hi.cwiseMax(block.col(c).template cast<Scalar>());
+    }
+  }
   for (Index r = 0; r < rows; ++r) {
-    Scalar xmin = cols ? Scalar(block.row(r).minCoeff()) : Scalar(0);
-    Scalar xmax = cols ? Scalar(block.row(r).maxCoeff()) : Scalar(0);
+    Scalar xmin = lo[r], xmax = hi[r];
     grid.adjust_range(xmin, xmax);
     Scalar scale, zero;
     grid.params(xmin, xmax, scale, zero);

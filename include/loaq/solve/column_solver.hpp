@@ -1,14 +1,21 @@
 // The one column loop behind GPTQ, GPTAQ and every LoaQ target (spec §3, §4).
 #pragma once
 
+#include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../config.hpp"
 #include "../grid/params.hpp"
+#include "../simd/quantize.hpp"
 #include "../status.hpp"
 #include "options.hpp"
 #include "prepare.hpp"
+
+#ifndef LOAQ_SUBBLOCK
+#define LOAQ_SUBBLOCK 16
+#endif
 
 namespace loaq {
 namespace internal {
@@ -24,6 +31,16 @@ inline Report check_options(const GptqOptions& o, Index n) {
                         "MSE search needs norm > 0, grid ≥ 1 and maxshrink in (0, 1]");
   (void)n;
   return Report::success();
+}
+
+// Rows per panel of the column loop, a function of m only (never of the thread count, so results
+// do not depend on it): taller panels make the block GEMM faster (its right-hand side is packed
+// once per panel), at least four panels keep two or more threads busy, and up to 1024 rows the
+// panel's slice of the lazy block (1024 × 128) still fits in L2.
+inline Index panel_rows(Index m) {
+  Index r = 128;
+  while (r < 1024 && 4 * (2 * r) <= m) r *= 2;
+  return std::max<Index>(1, std::min(r, m));
 }
 
 // Quantizes W (m × n, original column order) column by column on a prepared Hessian.
@@ -56,88 +73,108 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in, const PreparedHessi
   const std::vector<Index>& perm = prep.perm;
 
   Mat W = W_in.template cast<Scalar>();
-  RowParams<Scalar> current;
-  if (!grouped) fit_params(grid, W, opt.search, current);  // before dead columns are zeroed
-  for (Index j = 0; j < n; ++j)
-    if (prep.dead[std::size_t(j)]) W.col(j).setZero();
-
   out.scales.resize(m, groups);
   out.zeros.resize(m, groups);
   out.g_idx.resize(n);
+  RowParams<Scalar> fitted;
   if (!grouped) {
-    out.scales.col(0) = current.scale;
-    out.zeros.col(0) = current.zero;
+    fit_params(grid, W, opt.search, fitted);  // before dead columns are zeroed
+    out.scales.col(0) = fitted.scale;
+    out.zeros.col(0) = fitted.zero;
     out.g_idx.setZero();
-  } else if (opt.static_groups) {
+  }
+  for (Index j = 0; j < n; ++j)
+    if (prep.dead[std::size_t(j)]) W.col(j).setZero();
+  if (grouped && opt.static_groups) {
     for (Index k = 0; k < groups; ++k) {
-      fit_params(grid, W.middleCols(k * g, std::min(g, n - k * g)), opt.search, current);
-      out.scales.col(k) = current.scale;
-      out.zeros.col(k) = current.zero;
+      fit_params(grid, W.middleCols(k * g, std::min(g, n - k * g)), opt.search, fitted);
+      out.scales.col(k) = fitted.scale;
+      out.zeros.col(k) = fitted.zero;
     }
     for (Index j = 0; j < n; ++j) out.g_idx[j] = int(j / g);
-  } else {
+  } else if (grouped) {
     for (Index j = 0; j < n; ++j) out.g_idx[perm[std::size_t(j)]] = int(j / g);
   }
   if (prep.permuted()) W = W(Eigen::all, perm).eval();
 
-  const Mat U = prep.factor.upper().template cast<Scalar>();
-  Mat Q(m, n);
-  CodeMatrix codes(m, n);
-  Eigen::VectorXd column_loss(n);
+  // The solver-scalar copy of U is only needed when the solver does not run in double.
+  Mat U_cast;
+  const Mat* U_ptr;
+  if constexpr (std::is_same<Scalar, double>::value) {
+    U_ptr = &prep.factor.upper();
+  } else {
+    U_cast = prep.factor.upper().template cast<Scalar>();
+    U_ptr = &U_cast;
+  }
+  const Mat& U = *U_ptr;
+
+  // Results go straight to their original column (no solve-order copy to permute at the end).
+  out.weight.resize(m, n);
+  out.codes.resize(m, n);
   const Index B = opt.block_size;
-  Mat W1, E1(m, B);
-  Vector<Scalar> w(m), q(m), e(m);
+  const Index R = panel_rows(m), panels = (m + R - 1) / R;
+  constexpr Index kSub = LOAQ_SUBBLOCK;
+  Mat W1(m, std::min<Index>(B, n)), E1(m, std::min<Index>(B, n));
+  Eigen::MatrixXd panel_loss(panels, n);  // summed over panels in a fixed order below
 
   for (Index i1 = 0; i1 < n; i1 += B) {
     const Index i2 = std::min(i1 + B, n), count = i2 - i1;
-    W1 = W.middleCols(i1, count);  // the full W is only updated at block ends (see spec note)
-    for (Index i = 0; i < count; ++i) {
-      const Index col = i1 + i;
-      if (dynamic && col % g == 0) {
-        fit_params(grid, W.middleCols(col, std::min(g, n - col)), opt.search, current);
-        out.scales.col(col / g) = current.scale;
-        out.zeros.col(col / g) = current.zero;
+    // Rows are independent: each fixed panel of rows runs the whole block on its own, so the
+    // result does not depend on how panels are spread over threads.
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (Index p = 0; p < panels; ++p) {
+      const Index r0 = p * R, rows = std::min(R, m - r0);
+      auto W1p = W1.block(r0, 0, rows, count);
+      auto E1p = E1.block(r0, 0, rows, count);
+      W1p = W.block(r0, i1, rows, count);  // W itself is only updated at block ends (spec note)
+      RowParams<Scalar> local;
+      Mat Wb;  // GPTAQ: the sub-block's columns before quantization
+      // Inside the block, a second level of laziness: rank-1 updates only within a sub-block
+      // of kSub columns, then one small GEMM carries the sub-block to the rest of the block.
+      for (Index s0 = 0; s0 < count; s0 += kSub) {
+        const Index s1 = std::min(s0 + kSub, count);
+        if (P) Wb.resize(rows, s1 - s0);
+        for (Index i = s0; i < s1; ++i) {
+          const Index col = i1 + i, dst = perm[std::size_t(col)];
+          if (dynamic && col % g == 0) {
+            fit_params(grid, W.block(r0, col, rows, std::min(g, n - col)), opt.search, local);
+            out.scales.block(r0, col / g, rows, 1) = local.scale;
+            out.zeros.block(r0, col / g, rows, 1) = local.zero;
+          }
+          const Index k = !grouped ? 0 : opt.static_groups ? dst / g : col / g;
+          const Scalar d = U(col, col);
+          if (P) Wb.col(i - s0) = W1p.col(i);
+          const double loss = simd::quantize_column(grid, &W1p(0, i), &out.scales(r0, k),
+                                                    &out.zeros(r0, k), &out.codes(r0, dst),
+                                                    &out.weight(r0, dst), rows);
+          panel_loss(p, col) = loss / (double(d) * double(d)) / 2;
+          E1p.col(i) = (W1p.col(i) - out.weight.block(r0, dst, rows, 1)) / d;
+          const Index span = s1 - i;
+          if (P)
+            W1p.middleCols(i, span).noalias() -= E1p.col(i) * U.row(col).segment(col, span) -
+                                                 Wb.col(i - s0) * P->row(col).segment(col, span);
+          else
+            W1p.middleCols(i, span).noalias() -= E1p.col(i) * U.row(col).segment(col, span);
+        }
+        if (s1 < count) {
+          auto later = W1p.rightCols(count - s1);
+          later.noalias() -= E1p.middleCols(s0, s1 - s0) *
+                             U.block(i1 + s0, i1 + s1, s1 - s0, count - s1);
+          if (P) later.noalias() += Wb * P->block(i1 + s0, i1 + s1, s1 - s0, count - s1);
+        }
       }
-      const Index k = opt.static_groups && grouped ? Index(perm[std::size_t(col)] / g) : 0;
-      const Scalar* scale = opt.static_groups && grouped ? &out.scales(0, k) : current.scale.data();
-      const Scalar* zero = opt.static_groups && grouped ? &out.zeros(0, k) : current.zero.data();
-
-      w = W1.col(i);
-      const Scalar d = U(col, col);
-      double loss = 0;
-      for (Index r = 0; r < m; ++r) {
-        const std::uint8_t c = grid.encode(w[r], scale[r], zero[r]);
-        codes(r, col) = c;
-        q[r] = grid.decode(c, scale[r], zero[r]);
-        const double diff = double(w[r] - q[r]);
-        loss += diff * diff;
+      if (i2 < n) {  // the lazy update: one GEMM per block (and panel)
+        auto rest = W.block(r0, i2, rows, n - i2);
+        rest.noalias() -= E1p * U.block(i1, i2, count, n - i2);
+        if (P) rest.noalias() += W1p * P->block(i1, i2, count, n - i2);
       }
-      column_loss[col] = loss / (double(d) * double(d)) / 2;
-      Q.col(col) = q;
-      e = (w - q) / d;
-      const Index rest = count - i;
-      if (P)
-        W1.rightCols(rest).noalias() -=
-            e * U.row(col).segment(col, rest) - w * P->row(col).segment(col, rest);
-      else
-        W1.rightCols(rest).noalias() -= e * U.row(col).segment(col, rest);
-      E1.col(i) = e;
-    }
-    if (i2 < n) {
-      W.rightCols(n - i2).noalias() -= E1.leftCols(count) * U.block(i1, i2, count, n - i2);
-      if (P) W.rightCols(n - i2).noalias() += W1 * P->block(i1, i2, count, n - i2);
     }
   }
 
-  out.weight.resize(m, n);
-  out.codes.resize(m, n);
   Eigen::VectorXd loss_by_column(n);
-  for (Index j = 0; j < n; ++j) {
-    const Index c = perm[std::size_t(j)];
-    out.weight.col(c) = Q.col(j);
-    out.codes.col(c) = codes.col(j);
-    loss_by_column[c] = column_loss[j];
-  }
+  for (Index j = 0; j < n; ++j) loss_by_column[perm[std::size_t(j)]] = panel_loss.col(j).sum();
   out.loss = loss_by_column.sum();
   if (diag) {
     diag->damping = prep.factor.damping();

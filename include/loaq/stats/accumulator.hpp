@@ -3,7 +3,9 @@
 // for every statistic at once, so Ĥ, C and G always carry the same factor.
 #pragma once
 
+#include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "../config.hpp"
 #include "../status.hpp"
@@ -99,7 +101,14 @@ class CalibrationAccumulator {
       return Report::fail(Status::InvalidArgument,
                           "cannot start the residual cross term mid-stream");
 
-    const Mat xh = Xhat_in.template cast<Acc>();
+    // No copy when the batch is already a plain Acc matrix.
+    Mat converted;
+    const Mat* xh_ptr = &converted;
+    if constexpr (std::is_same<D1, Mat>::value)
+      xh_ptr = &Xhat_in.derived();
+    else
+      converted = Xhat_in.template cast<Acc>();
+    const Mat& xh = *xh_ptr;
     if (!xh.allFinite() || (X && !X->allFinite()) || (R && (!R->allFinite() || !Rhat->allFinite())) ||
         (a && (!a->allFinite() || !b->allFinite())))
       return Report::fail(Status::NonFiniteInput,
@@ -119,8 +128,10 @@ class CalibrationAccumulator {
       if (has_residual_cross()) residual_cross_ *= keep;
     }
 
-    const Mat xa = a ? Mat(xh * a->asDiagonal()) : xh;  // a ⊙ x̂
-    hessian_.template selfadjointView<Eigen::Lower>().rankUpdate(xa, step);  // SYRK
+    Mat weighted;
+    if (a) weighted = xh * a->asDiagonal();
+    const Mat& xa = a ? weighted : xh;  // a ⊙ x̂
+    syrk_lower(xa, step);
     symmetric_ = false;
     if (X) {
       const Mat d = a ? Mat(*X * b->asDiagonal() - xa) : Mat(*X - xh);
@@ -131,6 +142,25 @@ class CalibrationAccumulator {
       residual_cross_.noalias() += step * e * xa.transpose();
     }
     return Report::success();
+  }
+
+  // Lower triangle of Ĥ += step·X·Xᵀ (SYRK) in fixed panels of rows: the diagonal block by a
+  // triangular rank update, the rest of the panel's rows by one GEMM. Panels depend only on n,
+  // so the sums are the same for any thread count; the threads share the panels.
+  void syrk_lower(const Mat& X, Acc step) {
+    const Index n = X.rows(), P = 256, panels = (n + P - 1) / P;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+    for (Index q = 0; q < panels; ++q) {
+      const Index p = panels - 1 - q;  // longest panels first
+      const Index r0 = p * P, rows = std::min(P, n - r0);
+      if (r0 > 0)
+        hessian_.block(r0, 0, rows, r0).noalias() +=
+            step * X.middleRows(r0, rows) * X.topRows(r0).transpose();
+      hessian_.block(r0, r0, rows, rows).template selfadjointView<Eigen::Lower>().rankUpdate(
+          X.middleRows(r0, rows), step);
+    }
   }
 
   mutable Mat hessian_;

@@ -1,0 +1,357 @@
+// loaq speed benchmark (issue 5): every stage of a per-layer solve on LLM shapes, as GFLOP/s and
+// as a fraction of this machine's own GEMM / SYRK rate measured in the same run.
+//
+//   loaq_bench [--quick | --full] [--threads N] [--scalar float|double|both] [--export DIR]
+//              [--only accumulate,factor,loop,gptq,gptaq,loaq,memory]
+//
+// --quick: SmolLM2-135M shapes (576×576, 1536×576, 576×1536); --full adds LLaMA-7B shapes
+// (4096×4096, 11008×4096, 4096×11008). Shapes are m × n = rows × columns of W.
+// --export DIR writes DIR/<shape>.safetensors (weight, hessian, loaq's float result and its time)
+// for bench/reference_gptq.py, the side-by-side against the PyTorch reference.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <loaq/io/safetensors.hpp>
+#include <loaq/loaq.hpp>
+
+#include "common.hpp"
+#include "memory_model.hpp"
+
+#ifdef LOAQ_BENCH_BLAS
+#include <lapacke.h>
+#endif
+
+namespace {
+
+using bench::Index;
+using bench::Mat;
+
+struct Shape {
+  const char* name;
+  Index m, n;
+};
+const Shape kSmol[] = {{"smollm2_576x576", 576, 576},
+                       {"smollm2_1536x576", 1536, 576},
+                       {"smollm2_576x1536", 576, 1536}};
+const Shape kLlama[] = {{"llama7b_4096x4096", 4096, 4096},
+                        {"llama7b_11008x4096", 11008, 4096},
+                        {"llama7b_4096x11008", 4096, 11008}};
+
+struct Config {
+  bool full = false;
+  int threads = 1;
+  bool run_float = true, run_double = true;
+  std::string export_dir;
+  std::string only;  // comma-separated stage names; empty: every stage
+  bool runs(const char* stage) const {
+    return only.empty() || ("," + only + ",").find("," + std::string(stage) + ",") !=
+                               std::string::npos;
+  }
+  Index tokens = 2048;  // tokens per calibration batch (one 2048-token sequence)
+  int batches = 2;      // batches accumulated into the Hessian used by the solvers
+};
+
+// The GPTQ configuration every figure uses: 4-bit asymmetric, groups of 128, blocks of 128.
+loaq::GptqOptions solver_options() {
+  loaq::GptqOptions o;
+  o.block_size = 128;
+  o.group_size = 128;
+  return o;
+}
+
+void row(const char* stage, double seconds, double gflop, double ref_rate, const char* ref_name,
+         const std::string& note = "") {
+  const double rate = gflop / seconds;
+  std::printf("  %-28s %10.1f ms %8.1f GFLOP/s %6s of %-12s %s\n", stage, seconds * 1e3, rate,
+              bench::pct(rate / ref_rate).c_str(), ref_name, note.c_str());
+}
+void row_plain(const char* stage, double seconds, const std::string& note) {
+  std::printf("  %-28s %10.1f ms %s\n", stage, seconds * 1e3, note.c_str());
+}
+
+struct Rates {
+  bench::MachineRates f, d;
+};
+
+Rates measure_machine(int reps) {
+  Rates r;
+  const Index k = 2048;
+  r.f.gemm_eigen = bench::eigen_gemm_rate<float>(k, reps);
+  r.d.gemm_eigen = bench::eigen_gemm_rate<double>(k, reps);
+  r.f.syrk_eigen = bench::eigen_syrk_rate<float>(k, k, reps);
+  r.d.syrk_eigen = bench::eigen_syrk_rate<double>(k, k, reps);
+#ifdef LOAQ_BENCH_BLAS
+  r.f.gemm_blas = bench::blas_gemm_rate<float>(k, reps);
+  r.d.gemm_blas = bench::blas_gemm_rate<double>(k, reps);
+  r.f.syrk_blas = bench::blas_syrk_rate<float>(k, k, reps);
+  r.d.syrk_blas = bench::blas_syrk_rate<double>(k, k, reps);
+#endif
+  return r;
+}
+
+// Peak RSS above the starting RSS of one whole gptq() call on fresh inputs (what
+// `loaq_bench --memory-probe M N float|double` prints).
+template <class S>
+double gptq_peak_in_this_process(Index m, Index n) {
+  const double base = bench::peak_rss_bytes();
+  const Mat<S> W = bench::synthetic_weight<S>(m, n, 1);
+  Mat<S> H = Mat<S>::Identity(n, n);  // the values do not change the footprint
+  H.diagonal().array() += S(1);
+  loaq::QuantizedWeight<S> out;
+  loaq::gptq(W, H, loaq::UniformGrid<S, 4>(false), solver_options(), out);
+  return bench::peak_rss_bytes() - base;
+}
+
+// The same, in a fresh process of this program, so that nothing this one allocated counts.
+template <class S>
+double measured_gptq_peak(const Shape& s, int threads) {
+  char self[4096];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (len <= 0) return -1;
+  self[len] = 0;
+  const std::string cmd = std::string("'") + self + "' --threads " + std::to_string(threads) +
+                          " --memory-probe " + std::to_string(s.m) + " " + std::to_string(s.n) +
+                          (std::is_same<S, float>::value ? " float" : " double");
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  double peak = -1;
+  if (std::fscanf(p, "%lf", &peak) != 1) peak = -1;
+  pclose(p);
+  return peak;
+}
+
+struct ShapeData {
+  Mat<double> H, C;  // accumulated statistics (double, the library's default)
+  Mat<double> G;     // residual cross term, m × n
+};
+
+// Statistics used by every solver of one shape: Ĥ, C and G from `batches` synthetic batches.
+ShapeData make_statistics(const Shape& s, const Config& cfg) {
+  loaq::CalibrationAccumulator<double> acc(s.n, s.m);
+  for (int b = 0; b < cfg.batches; ++b) {
+    const Mat<double> Xhat = bench::synthetic_inputs<double>(s.n, cfg.tokens, 100 + b);
+    const Mat<double> X = Xhat + 0.05 * bench::synthetic_inputs<double>(s.n, cfg.tokens, 200 + b);
+    const Mat<double> Rhat = bench::synthetic_inputs<double>(s.m, cfg.tokens, 300 + b);
+    const Mat<double> R = Rhat + 0.05 * bench::synthetic_inputs<double>(s.m, cfg.tokens, 400 + b);
+    acc.add_batch(Xhat, X, Rhat, R);
+  }
+  return {acc.hessian(), acc.cross(), acc.residual_cross()};
+}
+
+template <class S>
+double bench_accumulation(const Shape& s, const Config& cfg, const bench::MachineRates& mr,
+                          int reps) {
+  const Mat<S> X = bench::synthetic_inputs<S>(s.n, cfg.tokens, 7);
+  loaq::CalibrationAccumulator<S> acc(s.n);
+  const double t = bench::time_median(reps, [&] { acc.add_batch(X); });
+  // Reference: the bare SYRK kernels on the same shape.
+  Mat<S> H = Mat<S>::Zero(s.n, s.n);
+  const double t_eigen = bench::time_median(
+      reps, [&] { H.template selfadjointView<Eigen::Lower>().rankUpdate(X, S(1)); });
+  const double gflop = bench::syrk_flops(s.n, cfg.tokens) * 1e-9;
+  std::string note = "bare Eigen SYRK same shape: " + bench::pct(t_eigen / t);
+#ifdef LOAQ_BENCH_BLAS
+  {
+    const int N = int(s.n), K = int(cfg.tokens);
+    const double t_blas = bench::time_median(reps, [&] {
+      if constexpr (std::is_same<S, float>::value)
+        cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.f, X.data(), N, 1.f,
+                    H.data(), N);
+      else
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.0, X.data(), N, 1.0,
+                    H.data(), N);
+    });
+    note += ", OpenBLAS SYRK same shape: " + bench::pct(t_blas / t);
+  }
+#endif
+  row("hessian accumulation", t, gflop, mr.syrk_eigen, "Eigen SYRK", note);
+  return t;
+}
+
+// The inverse factor always runs in double (PreparedHessian holds InverseFactor<double>).
+void bench_factor(const Shape& s, const Mat<double>& H, const bench::MachineRates& md, int reps,
+                  bool warm) {
+  loaq::InverseFactor<double> f;
+  const double t = bench::time_median(reps, [&] { f.compute(H); }, warm);
+  const double gflop = 2.0 / 3.0 * double(s.n) * double(s.n) * double(s.n) * 1e-9;
+  std::string note;
+#ifdef LOAQ_BENCH_BLAS
+  // OpenBLAS potrf + trtri on the same damped, reversed matrix.
+  Mat<double> A;
+  const double lambda = f.damping();
+  const int N = int(s.n);
+  const double t_lapack = bench::time_median(
+      reps,
+      [&] {
+        A = H.reverse();
+        A.diagonal().array() += lambda;
+        LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', N, A.data(), N);
+        LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'L', 'N', N, A.data(), N);
+      },
+      warm);
+  char b[96];
+  std::snprintf(b, sizeof b, "OpenBLAS potrf+trtri %.1f ms: loaq takes %.2f× its time",
+                t_lapack * 1e3, t / t_lapack);
+  note = b;
+#endif
+  row("inverse factor (double)", t, gflop, md.gemm_eigen, "Eigen dgemm", note);
+}
+
+template <class S>
+void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
+                 const bench::MachineRates& mr, const bench::MachineRates& md) {
+  const bool big = s.m * s.n > 4'000'000;
+  const int reps = big ? 1 : 5;
+  const bool warm = !big;
+  const char* gemm_name = std::is_same<S, float>::value ? "Eigen sgemm" : "Eigen dgemm";
+  const double m = double(s.m), n = double(s.n);
+  std::printf("\n%s  %s  m=%ld n=%ld, %ld tokens/batch, %d thread(s)\n", s.name,
+              std::is_same<S, float>::value ? "float" : "double", long(s.m), long(s.n),
+              long(cfg.tokens), cfg.threads);
+
+  if (cfg.runs("accumulate")) bench_accumulation<S>(s, cfg, mr, big ? 2 : 5);
+  if (cfg.runs("factor") && (std::is_same<S, double>::value || !cfg.run_double))
+    bench_factor(s, st.H, md, reps, warm);
+
+  const Mat<S> W = bench::synthetic_weight<S>(s.m, s.n, 1);
+  const Mat<S> H = st.H.cast<S>();
+  const loaq::UniformGrid<S, 4> grid(false);
+  const loaq::GptqOptions opt = solver_options();
+  loaq::QuantizedWeight<S> out;
+
+  loaq::PreparedHessian prep;
+  loaq::prepare_hessian(H, opt.act_order, opt.damping, prep);
+  if (cfg.runs("loop")) {
+  const double t_loop = bench::time_median(
+      reps, [&] { loaq::internal::solve_columns(W, prep, grid, opt, nullptr, out, nullptr); },
+      warm);
+  row("column loop", t_loop, m * n * n * 1e-9, mr.gemm_eigen, gemm_name);
+  }
+  if (!cfg.runs("gptq") && !cfg.runs("gptaq") && !cfg.runs("loaq") && !cfg.runs("memory")) return;
+
+  const double t_gptq =
+      bench::time_median(reps, [&] { loaq::gptq(W, H, grid, opt, out); }, warm);
+  row("gptq (whole solve)", t_gptq, (m * n * n + 2.0 / 3.0 * n * n * n) * 1e-9, mr.gemm_eigen,
+      gemm_name);
+  if (!cfg.export_dir.empty() && std::is_same<S, float>::value) {
+    loaq::io::SafetensorsWriter wr;
+    wr.add_matrix("weight", W, loaq::io::DType::F32);
+    wr.add_matrix("hessian", H, loaq::io::DType::F32);
+    wr.add_matrix("loaq_weight", out.weight, loaq::io::DType::F32);
+    wr.set_metadata("loaq_seconds", std::to_string(t_gptq));
+    wr.set_metadata("threads", std::to_string(cfg.threads));
+    wr.set_metadata("bits", "4");
+    wr.set_metadata("group", std::to_string(opt.group_size));
+    wr.set_metadata("blocksize", std::to_string(opt.block_size));
+    wr.set_metadata("percdamp", std::to_string(opt.damping.percdamp));
+    wr.write(cfg.export_dir + "/" + s.name + ".safetensors");
+  }
+
+  char note[96];
+  if (cfg.runs("gptaq")) {
+  const double t_gptaq = bench::time_median(
+      reps, [&] { loaq::gptaq(W, H, st.C.cast<S>(), grid, opt, 0.25, out); }, warm);
+  std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * (t_gptaq / t_gptq - 1));
+  row_plain("gptaq (whole solve)", t_gptaq, note);
+  }
+
+  // LoaQ overhead: W* = W + α·W·C·Ĥ⁻¹ + β·G·Ĥ⁻¹ with Ĥ⁻¹ = UᵀU (one GEMM, two triangular
+  // multiplies: 4mn² flops), then the same GPTQ solve.
+  if (cfg.runs("loaq")) {
+  const loaq::TargetWeights tw;
+  Mat<S> target;
+  const double t_target = bench::time_median(
+      reps,
+      [&] { target = loaq::closed_form_target<S>(W, &st.C, &st.G, prep, tw); }, warm);
+  std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * t_target / t_gptq);
+  row("loaq target W* (double)", t_target, 4.0 * m * n * n * 1e-9, md.gemm_eigen, "Eigen dgemm",
+      note);
+  const double t_loaq = bench::time_median(
+      reps, [&] { loaq::solve_target(W, H, &st.C, &st.G, tw, grid, opt, out); }, warm);
+  std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * (t_loaq / t_gptq - 1));
+  row_plain("loaq (whole solve)", t_loaq, note);
+  }
+  if (!cfg.runs("memory")) return;
+
+  const double peak = measured_gptq_peak<S>(s, cfg.threads);
+  const double model = bench::gptq_peak_bytes(s.m, s.n, opt.group_size, sizeof(S));
+  std::printf("  %-28s measured %.1f MiB, formula %.1f MiB (%+.1f%%)\n", "gptq peak memory",
+              peak / 1048576.0, model / 1048576.0, 100.0 * (peak / model - 1));
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: loaq_bench [--quick|--full] [--threads N] [--scalar float|double|both] "
+               "[--export DIR]\n"
+               "       [--only accumulate,factor,loop,gptq,gptaq,loaq,memory]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config cfg;
+  std::string scalar = "both";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") cfg.full = false;
+    else if (a == "--full") cfg.full = true;
+    else if (a == "--threads" && i + 1 < argc) cfg.threads = std::atoi(argv[++i]);
+    else if (a == "--scalar" && i + 1 < argc) scalar = argv[++i];
+    else if (a == "--export" && i + 1 < argc) cfg.export_dir = argv[++i];
+    else if (a == "--only" && i + 1 < argc) cfg.only = argv[++i];
+    else if (a == "--memory-probe" && i + 3 < argc) {
+      bench::set_threads(cfg.threads);
+      const Index m = std::atol(argv[i + 1]), n = std::atol(argv[i + 2]);
+      const bool f = std::string(argv[i + 3]) == "float";
+      std::printf("%.0f\n", f ? gptq_peak_in_this_process<float>(m, n)
+                               : gptq_peak_in_this_process<double>(m, n));
+      return 0;
+    }
+    else return usage();
+  }
+  if (cfg.threads < 1 || (scalar != "float" && scalar != "double" && scalar != "both"))
+    return usage();
+  cfg.run_float = scalar != "double";
+  cfg.run_double = scalar != "float";
+  bench::set_threads(cfg.threads);
+
+#ifdef _OPENMP
+  const char* omp = "OpenMP on";
+#else
+  const char* omp = "OpenMP off";
+#endif
+#ifdef LOAQ_USE_LAPACK
+  const char* lapack = "factor: LAPACK potrf+trtri";
+#else
+  const char* lapack = "factor: Eigen";
+#endif
+  std::printf("loaq_bench %s mode, %d thread(s), %s, %s, SIMD: %s\n", cfg.full ? "full" : "quick",
+              cfg.threads, omp, lapack, Eigen::SimdInstructionSetsInUse());
+  std::printf("GPTQ settings: 4-bit asymmetric, group 128, block 128, percdamp 0.01\n");
+
+  const Rates rates = measure_machine(3);
+  std::printf("machine (2048³ GEMM, SYRK n=T=2048), GFLOP/s: sgemm %.1f, dgemm %.1f, "
+              "ssyrk %.1f, dsyrk %.1f (Eigen)",
+              rates.f.gemm_eigen, rates.d.gemm_eigen, rates.f.syrk_eigen, rates.d.syrk_eigen);
+#ifdef LOAQ_BENCH_BLAS
+  std::printf("; sgemm %.1f, dgemm %.1f, ssyrk %.1f, dsyrk %.1f (OpenBLAS)", rates.f.gemm_blas,
+              rates.d.gemm_blas, rates.f.syrk_blas, rates.d.syrk_blas);
+#endif
+  std::printf("\n");
+
+  std::vector<Shape> shapes(std::begin(kSmol), std::end(kSmol));
+  if (cfg.full) shapes.insert(shapes.end(), std::begin(kLlama), std::end(kLlama));
+  for (const Shape& s : shapes) {
+    const ShapeData st = make_statistics(s, cfg);
+    if (cfg.run_float) bench_shape<float>(s, st, cfg, rates.f, rates.d);
+    if (cfg.run_double) bench_shape<double>(s, st, cfg, rates.d, rates.d);
+    std::fflush(stdout);
+  }
+  return 0;
+}

@@ -1,0 +1,140 @@
+#!/usr/bin/python3
+"""GPTQ as the authors' PyTorch code runs it, timed on the layers loaq_bench exported.
+
+Written from the algorithm (docs: spec §1-§3), not copied: fasterquant's preamble (dead columns,
+damping), the factor as cholesky -> cholesky_inverse -> cholesky(upper), the lazy-batch column
+loop with one GEMM per block, and Quantizer.find_params / quantize (4-bit asymmetric, per-row
+parameters refreshed every `group` columns from the block-start W).
+
+    /usr/bin/python3 bench/reference_gptq.py [--threads N] [--reps R] LAYER.safetensors ...
+
+Each file holds `weight` [m,n], `hessian` [n,n] (float32), loaq's result `loaq_weight` and, in
+the metadata, loaq's median time for the same solve (`loaq_seconds`) and its settings. Prints
+both times, the speedup, and how many codes agree. Needs Debian's python3-torch (CPU).
+"""
+import argparse
+import json
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + header_len])
+    meta = header.pop("__metadata__", {})
+    start = 8 + header_len
+    dtypes = {"F32": np.float32, "F64": np.float64}
+    tensors = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        data = np.frombuffer(raw, dtype=dtypes[info["dtype"]], count=(end - begin) //
+                             np.dtype(dtypes[info["dtype"]]).itemsize, offset=start + begin)
+        tensors[name] = torch.from_numpy(data.reshape(info["shape"]).copy())
+    return tensors, meta
+
+
+def find_params(x, maxq):
+    """Per-row asymmetric min-max parameters (Quantizer.find_params, perchannel, no MSE)."""
+    zero_t = torch.zeros(x.shape[0])
+    xmin = torch.minimum(x.min(1).values, zero_t)
+    xmax = torch.maximum(x.max(1).values, zero_t)
+    empty = (xmin == 0) & (xmax == 0)
+    xmin[empty] = -1
+    xmax[empty] = 1
+    scale = (xmax - xmin) / maxq
+    zero = torch.round(-xmin / scale)
+    return scale.unsqueeze(1), zero.unsqueeze(1)
+
+
+def quantize(x, scale, zero, maxq):
+    q = torch.clamp(torch.round(x / scale) + zero, 0, maxq)
+    return scale * (q - zero)
+
+
+def fasterquant(W, H, bits, group, blocksize, percdamp):
+    """Returns the dequantized weight and the scale of every group (in order)."""
+    W = W.clone()
+    H = H.clone()
+    m, n = W.shape
+    maxq = 2 ** bits - 1
+    scales = []
+    if group <= 0:
+        scale, zero = find_params(W, maxq)
+        scales.append(scale)
+
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    diag = torch.arange(n)
+    H[diag, diag] += percdamp * torch.mean(torch.diag(H))
+    L = torch.linalg.cholesky(H)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+
+    Q = torch.zeros_like(W)
+    for i1 in range(0, n, blocksize):
+        i2 = min(i1 + blocksize, n)
+        W1 = W[:, i1:i2].clone()
+        E1 = torch.zeros_like(W1)
+        U1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if group > 0 and col % group == 0:
+                # From W, not W1: a group starting mid-block sees the block-start columns.
+                scale, zero = find_params(W[:, col:col + group], maxq)
+                scales.append(scale)
+            w = W1[:, i]
+            q = quantize(w.unsqueeze(1), scale, zero, maxq).flatten()
+            Q[:, col] = q
+            e = (w - q) / U1[i, i]
+            W1[:, i:] -= e.unsqueeze(1).matmul(U1[i, i:].unsqueeze(0))
+            E1[:, i] = e
+        W[:, i2:] -= E1.matmul(Hinv[i1:i2, i2:])
+    return Q, scales
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: the threads loaq_bench used)")
+    ap.add_argument("--reps", type=int, default=3, help="timed runs per layer (median)")
+    ap.add_argument("layers", nargs="+")
+    args = ap.parse_args()
+
+    print(f"torch {torch.__version__}, float32 on the CPU")
+    print(f"{'layer':<22} {'threads':>7} {'loaq [s]':>9} {'torch [s]':>10} {'speedup':>8} "
+          f"{'codes equal':>12}")
+    for path in args.layers:
+        t, meta = read_safetensors(path)
+        threads = args.threads or int(meta.get("threads", "1"))
+        torch.set_num_threads(threads)
+        bits, group = int(meta["bits"]), int(meta["group"])
+        blocksize, percdamp = int(meta["blocksize"]), float(meta["percdamp"])
+        W, H = t["weight"], t["hessian"]
+        big = W.numel() > 4_000_000
+        reps = 1 if big else args.reps
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            Q, scales = fasterquant(W, H, bits, group, blocksize, percdamp)
+            times.append(time.perf_counter() - t0)
+        t_torch = sorted(times)[len(times) // 2]
+        t_loaq = float(meta["loaq_seconds"])
+        # A code differs when the dequantized values differ by more than a quarter step.
+        n = W.shape[1]
+        g = group if group > 0 else n
+        step = torch.cat([s.expand(-1, min(g, n - k * g)) for k, s in enumerate(scales)], 1)
+        equal = ((Q - t["loaq_weight"]).abs() < 0.25 * step).double().mean().item()
+        name = path.rsplit("/", 1)[-1].removesuffix(".safetensors")
+        print(f"{name:<22} {threads:>7} {t_loaq:>9.3f} {t_torch:>10.3f} "
+              f"{t_torch / t_loaq:>7.1f}x {100 * equal:>11.3f}%")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
