@@ -1,0 +1,324 @@
+// LLaMA-style decoder (SmolLM2) in float, loaded from a GGUF file, written so a quantization
+// pipeline can run it layer by layer and sub-block by sub-block and swap any linear's weight.
+//
+// Layout: hidden states are d×T (one column per token, one sequence, causal attention).
+// Weights are Eigen::MatrixXf in PyTorch layout (out × in), y = W x.
+//
+// Rotary embedding: llama.cpp's converter permutes the rows of q/k inside each head so that its
+// "normal" RoPE can rotate adjacent pairs (x[2i], x[2i+1]). The loader undoes that permutation,
+// so q and k here have Hugging Face's row order and RoPE is HF's rotate_half (pairs (i, i+d/2)).
+// Scores are identical either way; HF order makes weights comparable with HF checkpoints.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <loaq/io/gguf.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace smollm2 {
+
+struct Config {
+  int n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, d_ff = 0;
+  int vocab_size = 0, context_length = 0;
+  float rope_theta = 10000.f, rms_eps = 1e-5f;
+
+  // From the "<arch>.*" keys (llama.cpp names). Throws loaq::io::format_error if inconsistent.
+  static Config from_gguf(const loaq::io::GgufReader& g) {
+    using loaq::io::format_error;
+    const std::string a = g.get_string("general.architecture");
+    auto dim = [&](const std::string& key, std::uint64_t def, bool required) {
+      const std::uint64_t v = required ? g.get_uint(a + key) : g.get_uint(a + key, def);
+      if (v == 0 || v > (1u << 20)) throw format_error(a + key + " = " + std::to_string(v) + " is out of range");
+      return int(v);
+    };
+    Config c;
+    c.n_layers = dim(".block_count", 0, true);
+    c.d_model = dim(".embedding_length", 0, true);
+    c.d_ff = dim(".feed_forward_length", 0, true);
+    c.n_heads = dim(".attention.head_count", 0, true);
+    c.n_kv_heads = dim(".attention.head_count_kv", std::uint64_t(c.n_heads), false);
+    c.context_length = dim(".context_length", 2048, false);
+    c.rope_theta = float(g.get_double(a + ".rope.freq_base", 10000.0));
+    c.rms_eps = float(g.get_double(a + ".attention.layer_norm_rms_epsilon", 1e-5));
+    if (c.d_model % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0)
+      throw format_error("model: " + std::to_string(c.n_heads) + " heads / " +
+                         std::to_string(c.n_kv_heads) + " kv heads do not divide width " +
+                         std::to_string(c.d_model));
+    c.head_dim = c.d_model / c.n_heads;
+    if (c.head_dim % 2 != 0) throw format_error("model: head dimension must be even for RoPE");
+    if (g.get_uint(a + ".rope.dimension_count", std::uint64_t(c.head_dim)) != std::uint64_t(c.head_dim))
+      throw format_error("model: partial rotary embeddings are not supported");
+    if (g.get_string(a + ".rope.scaling.type", "none") != "none")
+      throw format_error("model: RoPE scaling is not supported");
+    if (!(c.rope_theta > 0.f) || !(c.rms_eps > 0.f))
+      throw format_error("model: rope.freq_base and layer_norm_rms_epsilon must be positive");
+    const loaq::io::GgufTensor& e = g.tensor("token_embd.weight");
+    if (e.dims.size() != 2 || e.dims[1] == 0 || e.dims[1] > (1u << 24))
+      throw format_error("model: token_embd.weight has a bad shape");
+    c.vocab_size = int(e.dims[1]);
+    return c;
+  }
+};
+
+// The seven linears of one decoder layer, in quantization order.
+enum class Linear { q, k, v, o, gate, up, down };
+inline const char* linear_name(Linear l) {
+  static const char* names[] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                "gate_proj", "up_proj", "down_proj"};
+  return names[int(l)];
+}
+
+struct DecoderLayer {
+  Eigen::VectorXf attn_norm, ffn_norm;          // RMSNorm weights γ
+  Eigen::MatrixXf q, k, v, o, gate, up, down;   // out × in
+
+  Eigen::MatrixXf& weight(Linear l) {
+    Eigen::MatrixXf* w[] = {&q, &k, &v, &o, &gate, &up, &down};
+    return *w[int(l)];
+  }
+  const Eigen::MatrixXf& weight(Linear l) const { return const_cast<DecoderLayer*>(this)->weight(l); }
+};
+
+// What a sub-block saw, for collecting calibration statistics. Null pointer = nothing recorded.
+struct AttnCapture {
+  Eigen::MatrixXf x_qkv;  // RMSNorm(h): the input of q/k/v_proj, d_model × T
+  Eigen::MatrixXf x_o;    // attention context: the input of o_proj, (heads·head_dim) × T
+};
+struct MlpCapture {
+  Eigen::MatrixXf x_gate_up;  // RMSNorm(h): the input of gate/up_proj, d_model × T
+  Eigen::MatrixXf x_down;     // silu(gate)·up: the input of down_proj, d_ff × T
+};
+
+// RMSNorm per token (column): γ ⊙ h / sqrt(mean(h²) + ε).
+inline Eigen::MatrixXf rms_norm(const Eigen::MatrixXf& h, const Eigen::VectorXf& gamma, float eps) {
+  const Eigen::RowVectorXf inv =
+      ((h.array().square().colwise().sum() / float(h.rows())) + eps).rsqrt().matrix();
+  return gamma.asDiagonal() * (h * inv.asDiagonal());
+}
+
+// HF rotate_half RoPE on every head of x ((n_heads·head_dim) × T), positions pos0, pos0+1, ...
+inline void apply_rope(Eigen::MatrixXf& x, int n_heads, int head_dim, float theta, int pos0 = 0) {
+  const int half = head_dim / 2;
+  for (Eigen::Index t = 0; t < x.cols(); ++t) {
+    const double pos = double(pos0 + t);
+    for (int i = 0; i < half; ++i) {
+      const double angle = pos * std::pow(double(theta), -2.0 * i / head_dim);
+      const float c = float(std::cos(angle)), s = float(std::sin(angle));
+      for (int h = 0; h < n_heads; ++h) {
+        float& a = x(h * head_dim + i, t);
+        float& b = x(h * head_dim + i + half, t);
+        const float a0 = a, b0 = b;
+        a = a0 * c - b0 * s;
+        b = b0 * c + a0 * s;
+      }
+    }
+  }
+}
+
+// Causal softmax attention with grouped kv heads: context (n_heads·head_dim) × T.
+inline Eigen::MatrixXf causal_attention(const Config& cfg, const Eigen::MatrixXf& Q,
+                                        const Eigen::MatrixXf& K, const Eigen::MatrixXf& V) {
+  const int hd = cfg.head_dim, group = cfg.n_heads / cfg.n_kv_heads;
+  const Eigen::Index T = Q.cols();
+  const float scale = 1.f / std::sqrt(float(hd));
+  Eigen::MatrixXf ctx(Q.rows(), T);
+  Eigen::MatrixXf S(T, T);
+  for (int h = 0; h < cfg.n_heads; ++h) {
+    const int kv = h / group;
+    // S(s, t): score of key s for query t; each column is one query's distribution.
+    S.noalias() = K.middleRows(kv * hd, hd).transpose() * Q.middleRows(h * hd, hd);
+    for (Eigen::Index t = 0; t < T; ++t) {
+      auto col = S.col(t).head(t + 1);
+      col *= scale;
+      col = (col.array() - col.maxCoeff()).exp().matrix();
+      col /= col.sum();
+      S.col(t).tail(T - t - 1).setZero();
+    }
+    ctx.middleRows(h * hd, hd).noalias() = V.middleRows(kv * hd, hd) * S;
+  }
+  return ctx;
+}
+
+// h + o_proj(attention(RMSNorm(h))).
+inline Eigen::MatrixXf attention_block(const Config& cfg, const DecoderLayer& L,
+                                       const Eigen::MatrixXf& h, AttnCapture* cap = nullptr) {
+  const Eigen::MatrixXf x = rms_norm(h, L.attn_norm, cfg.rms_eps);
+  Eigen::MatrixXf Q = L.q * x, K = L.k * x;
+  const Eigen::MatrixXf V = L.v * x;
+  apply_rope(Q, cfg.n_heads, cfg.head_dim, cfg.rope_theta);
+  apply_rope(K, cfg.n_kv_heads, cfg.head_dim, cfg.rope_theta);
+  Eigen::MatrixXf ctx = causal_attention(cfg, Q, K, V);
+  Eigen::MatrixXf out = h + L.o * ctx;
+  if (cap) {
+    cap->x_qkv = x;
+    cap->x_o = std::move(ctx);
+  }
+  return out;
+}
+
+// h + down_proj(silu(gate_proj(x)) ⊙ up_proj(x)), x = RMSNorm(h).
+inline Eigen::MatrixXf mlp_block(const Config& cfg, const DecoderLayer& L, const Eigen::MatrixXf& h,
+                                 MlpCapture* cap = nullptr) {
+  const Eigen::MatrixXf x = rms_norm(h, L.ffn_norm, cfg.rms_eps);
+  const Eigen::ArrayXXf g = (L.gate * x).array();
+  Eigen::MatrixXf a = ((g / (1.f + (-g).exp())) * (L.up * x).array()).matrix();
+  Eigen::MatrixXf out = h + L.down * a;
+  if (cap) {
+    cap->x_gate_up = x;
+    cap->x_down = std::move(a);
+  }
+  return out;
+}
+
+inline Eigen::MatrixXf decoder_layer(const Config& cfg, const DecoderLayer& L,
+                                     const Eigen::MatrixXf& h, AttnCapture* attn = nullptr,
+                                     MlpCapture* mlp = nullptr) {
+  return mlp_block(cfg, L, attention_block(cfg, L, h, attn), mlp);
+}
+
+// Mean next-token cross entropy (nats) of logits (vocab × T) for tokens[1..T-1].
+inline double next_token_nll(const Eigen::MatrixXf& logits, const std::vector<int>& tokens) {
+  if (logits.cols() != Eigen::Index(tokens.size()) || tokens.size() < 2)
+    throw std::invalid_argument("nll: need logits for every token and at least 2 tokens");
+  double sum = 0;
+  for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
+    const auto col = logits.col(Eigen::Index(t));
+    const double m = col.maxCoeff();
+    const double lse = m + std::log((col.cast<double>().array() - m).exp().sum());
+    sum += lse - double(col(tokens[t + 1]));
+  }
+  return sum / double(tokens.size() - 1);
+}
+
+struct Model {
+  Config config;
+  Eigen::MatrixXf embedding;  // vocab × d_model (row i = token i)
+  Eigen::MatrixXf output;     // LM head vocab × d_model; empty = tied to the embedding
+  Eigen::VectorXf output_norm;
+  std::vector<DecoderLayer> layers;
+
+  static Model load(const std::string& path) { return load(loaq::io::GgufReader(path)); }
+  static Model load(const loaq::io::GgufReader& g) {
+    Model m;
+    Config& c = m.config = Config::from_gguf(g);
+    const int d = c.d_model, kv = c.n_kv_heads * c.head_dim;
+    m.embedding = g.matrix("token_embd.weight", c.vocab_size, d);
+    if (g.find_tensor("output.weight")) m.output = g.matrix("output.weight", c.vocab_size, d);
+    m.output_norm = g.vector("output_norm.weight", d);
+    m.layers.resize(std::size_t(c.n_layers));
+    for (int i = 0; i < c.n_layers; ++i) {
+      const std::string p = "blk." + std::to_string(i) + ".";
+      DecoderLayer& L = m.layers[std::size_t(i)];
+      L.attn_norm = g.vector(p + "attn_norm.weight", d);
+      L.ffn_norm = g.vector(p + "ffn_norm.weight", d);
+      L.q = unpermute_rope_rows(g.matrix(p + "attn_q.weight", d, d), c.n_heads, c.head_dim);
+      L.k = unpermute_rope_rows(g.matrix(p + "attn_k.weight", kv, d), c.n_kv_heads, c.head_dim);
+      L.v = g.matrix(p + "attn_v.weight", kv, d);
+      L.o = g.matrix(p + "attn_output.weight", d, d);
+      L.gate = g.matrix(p + "ffn_gate.weight", c.d_ff, d);
+      L.up = g.matrix(p + "ffn_up.weight", c.d_ff, d);
+      L.down = g.matrix(p + "ffn_down.weight", d, c.d_ff);
+    }
+    return m;
+  }
+
+  // Inverse of llama.cpp's convert permutation: file row h·hd + 2j + a holds HF row
+  // h·hd + a·hd/2 + j (a ∈ {0, 1}, j < hd/2).
+  static Eigen::MatrixXf unpermute_rope_rows(const Eigen::MatrixXf& W, int n_heads, int head_dim) {
+    Eigen::MatrixXf out(W.rows(), W.cols());
+    const int half = head_dim / 2;
+    for (int h = 0; h < n_heads; ++h)
+      for (int j = 0; j < half; ++j)
+        for (int a = 0; a < 2; ++a)
+          out.row(h * head_dim + a * half + j) = W.row(h * head_dim + 2 * j + a);
+    return out;
+  }
+
+  const Eigen::MatrixXf& lm_head() const { return output.size() ? output : embedding; }
+
+  // Token ids to hidden states d_model × T. Throws std::out_of_range for a bad id.
+  Eigen::MatrixXf embed(const std::vector<int>& tokens) const {
+    Eigen::MatrixXf h(config.d_model, Eigen::Index(tokens.size()));
+    for (std::size_t t = 0; t < tokens.size(); ++t) {
+      if (tokens[t] < 0 || tokens[t] >= config.vocab_size)
+        throw std::out_of_range("model: token id " + std::to_string(tokens[t]) +
+                                " outside the vocabulary");
+      h.col(Eigen::Index(t)) = embedding.row(tokens[t]).transpose();
+    }
+    return h;
+  }
+
+  // Final RMSNorm and LM head: logits vocab × T.
+  Eigen::MatrixXf logits(const Eigen::MatrixXf& h) const {
+    return lm_head() * rms_norm(h, output_norm, config.rms_eps);
+  }
+
+  // Logits of every position of one causal sequence.
+  Eigen::MatrixXf forward(const std::vector<int>& tokens) const {
+    check_length(tokens.size());
+    Eigen::MatrixXf h = embed(tokens);
+    for (const DecoderLayer& L : layers) h = decoder_layer(config, L, h);
+    return logits(h);
+  }
+
+  // Mean next-token cross entropy of one window (the loss HF reports with labels = inputs).
+  double nll(const std::vector<int>& window) const { return next_token_nll(forward(window), window); }
+  // Same from the last layer's hidden states, for pipelines that run the layers themselves.
+  double nll_from_hidden(const Eigen::MatrixXf& h, const std::vector<int>& window) const {
+    return next_token_nll(logits(h), window);
+  }
+
+  void check_length(std::size_t T) const {
+    if (T == 0 || T > std::size_t(config.context_length))
+      throw std::invalid_argument("model: sequence length " + std::to_string(T) +
+                                  " outside 1.." + std::to_string(config.context_length));
+  }
+};
+
+// Non-overlapping windows of L tokens from the start of a tokenized text (the tail that does
+// not fill a window is dropped), at most max_windows of them (< 0: all).
+inline std::vector<std::vector<int>> windows(const std::vector<int>& tokens, int L,
+                                             int max_windows = -1) {
+  if (L < 2) throw std::invalid_argument("windows: length must be at least 2");
+  std::vector<std::vector<int>> out;
+  for (std::size_t b = 0; b + std::size_t(L) <= tokens.size(); b += std::size_t(L)) {
+    if (max_windows >= 0 && out.size() >= std::size_t(max_windows)) break;
+    out.emplace_back(tokens.begin() + std::ptrdiff_t(b), tokens.begin() + std::ptrdiff_t(b + L));
+  }
+  return out;
+}
+
+struct Perplexity {
+  double ppl = 0, mean_nll = 0;
+  int windows = 0;
+};
+
+// GPTQ reference semantics: ppl = exp(mean over windows of the window's mean nll).
+// `nll` maps a window to its mean nll (default: the FP model); `progress` sees (done, total).
+inline Perplexity perplexity(const std::vector<std::vector<int>>& wins,
+                             const std::function<double(const std::vector<int>&)>& nll,
+                             const std::function<void(int, int)>& progress = {}) {
+  if (wins.empty()) throw std::invalid_argument("perplexity: no windows (text too short?)");
+  Perplexity r;
+  double sum = 0;
+  for (const auto& w : wins) {
+    sum += nll(w);
+    ++r.windows;
+    if (progress) progress(r.windows, int(wins.size()));
+  }
+  r.mean_nll = sum / r.windows;
+  r.ppl = std::exp(r.mean_nll);
+  return r;
+}
+inline Perplexity perplexity(const Model& m, const std::vector<int>& tokens, int L,
+                             int max_windows = -1, const std::function<void(int, int)>& progress = {}) {
+  return perplexity(windows(tokens, L, max_windows),
+                    [&](const std::vector<int>& w) { return m.nll(w); }, progress);
+}
+
+}  // namespace smollm2

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Cross-checks the C++ forward pass (examples/smollm2/model.hpp) with an independent numpy
+forward in float64 over the `gguf` package's reader and dequantizer.
+
+The numpy side keeps the file's q/k row order and uses llama.cpp's "normal" RoPE (rotating
+adjacent pairs), while the C++ side un-permutes q/k to Hugging Face order and uses rotate_half;
+agreement therefore also checks the un-permutation.
+
+    python3 scripts/check_forward.py --model M.gguf \
+        --exe BUILD/examples/smollm2/smollm2-dump-logits [--text FILE] [--tokens 64]
+
+Prints the max abs logit difference and both mean next-token nlls; exit 1 if the logits differ
+by more than --tol (default 1e-2). Exits 0 with a message when numpy or gguf is missing.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+except ImportError as e:
+    print(f"check_forward.py: skipped ({e}); pip install gguf numpy")
+    sys.exit(0)
+
+
+def scalar(r, key):
+    f = r.fields[key]
+    return f.parts[f.data[0]][0].item()
+
+
+def load(path):
+    r = GGUFReader(path)
+    w = {t.name: dequantize(t.data, t.tensor_type).astype(np.float64) for t in r.tensors}
+    cfg = dict(
+        n_layers=scalar(r, "llama.block_count"),
+        n_heads=scalar(r, "llama.attention.head_count"),
+        n_kv=scalar(r, "llama.attention.head_count_kv"),
+        theta=scalar(r, "llama.rope.freq_base"),
+        eps=scalar(r, "llama.attention.layer_norm_rms_epsilon"),
+    )
+    return cfg, w
+
+
+def rms_norm(x, g, eps):  # x: T × d
+    return x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps) * g
+
+
+def rope_adjacent(x, n_heads, theta):  # x: T × (n_heads·hd); pairs (2i, 2i+1) as llama.cpp
+    T, n = x.shape
+    hd = n // n_heads
+    inv = theta ** (-np.arange(0, hd, 2) / hd)
+    ang = np.arange(T)[:, None] * inv[None, :]  # T × hd/2
+    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    x = x.reshape(T, n_heads, hd // 2, 2)
+    a, b = x[..., 0], x[..., 1]
+    return np.stack([a * c - b * s, b * c + a * s], axis=-1).reshape(T, n)
+
+
+def forward(cfg, w, ids):
+    T = len(ids)
+    h = w["token_embd.weight"][ids]  # T × d
+    nh, nkv = cfg["n_heads"], cfg["n_kv"]
+    hd = h.shape[1] // nh
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for i in range(cfg["n_layers"]):
+        p = f"blk.{i}."
+        x = rms_norm(h, w[p + "attn_norm.weight"], cfg["eps"])
+        q = rope_adjacent(x @ w[p + "attn_q.weight"].T, nh, cfg["theta"]).reshape(T, nh, hd)
+        k = rope_adjacent(x @ w[p + "attn_k.weight"].T, nkv, cfg["theta"]).reshape(T, nkv, hd)
+        v = (x @ w[p + "attn_v.weight"].T).reshape(T, nkv, hd)
+        ctx = np.empty((T, nh, hd))
+        for j in range(nh):
+            kv = j // (nh // nkv)
+            sc = q[:, j] @ k[:, kv].T / np.sqrt(hd) + mask
+            sc = np.exp(sc - sc.max(axis=1, keepdims=True))
+            ctx[:, j] = (sc / sc.sum(axis=1, keepdims=True)) @ v[:, kv]
+        h = h + ctx.reshape(T, -1) @ w[p + "attn_output.weight"].T
+        x = rms_norm(h, w[p + "ffn_norm.weight"], cfg["eps"])
+        g = x @ w[p + "ffn_gate.weight"].T
+        h = h + (g / (1 + np.exp(-g)) * (x @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
+    head = w.get("output.weight", w["token_embd.weight"])
+    return rms_norm(h, w["output_norm.weight"], cfg["eps"]) @ head.T  # T × V
+
+
+def mean_nll(logits, ids):
+    z = logits[:-1]
+    m = z.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
+    return float((lse - z[np.arange(len(ids) - 1), ids[1:]]).mean())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--exe", required=True, help="smollm2-dump-logits executable")
+    ap.add_argument("--text", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                   "..", "data", "sotu", "eval_1982_2021.txt"))
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--tol", type=float, default=1e-2)
+    a = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "logits.bin")
+        subprocess.run([a.exe, "--model", a.model, "--text", a.text, "--tokens", str(a.tokens),
+                        "--out", out], check=True)
+        raw = open(out, "rb").read()
+    T, V = np.frombuffer(raw, "<i4", 2)
+    ids = np.frombuffer(raw, "<i4", T, 8).astype(np.int64)
+    got = np.frombuffer(raw, "<f4", T * V, 8 + 4 * T).reshape(T, V).astype(np.float64)
+
+    cfg, w = load(a.model)
+    ref = forward(cfg, w, ids)
+    diff = np.abs(ref - got)
+    print(f"{T} tokens, vocab {V}: max |logit diff| {diff.max():.3e} "
+          f"(mean {diff.mean():.3e}, logit range [{ref.min():.2f}, {ref.max():.2f}])")
+    print(f"mean next-token nll: numpy float64 {mean_nll(ref, ids):.6f}, C++ float {mean_nll(got, ids):.6f}")
+    same_argmax = (ref.argmax(axis=1) == got.argmax(axis=1)).mean()
+    print(f"argmax agreement: {same_argmax * 100:.1f}%")
+    return 0 if diff.max() <= a.tol else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
