@@ -32,9 +32,10 @@ inline double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Median wall time of `reps` runs after one untimed warm-up (skipped when warm = false, for
-// runs too long to repeat).
-inline double time_median(int reps, const std::function<void()>& f, bool warm = true) {
+// Best wall time of `reps` runs after one untimed warm-up (skipped when warm = false, for runs
+// too long to repeat). The minimum, not the median: on a machine shared with other jobs it is
+// the figure least disturbed by them.
+inline double time_best(int reps, const std::function<void()>& f, bool warm = true) {
   if (warm) f();
   std::vector<double> t;
   for (int i = 0; i < std::max(reps, 1); ++i) {
@@ -42,8 +43,7 @@ inline double time_median(int reps, const std::function<void()>& f, bool warm = 
     f();
     t.push_back(now() - t0);
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return *std::min_element(t.begin(), t.end());
 }
 
 // Peak resident set size of this process in bytes (ru_maxrss is in KiB on Linux).
@@ -94,7 +94,7 @@ struct MachineRates {
 template <class S>
 double eigen_gemm_rate(Index k, int reps) {
   Mat<S> A = Mat<S>::Random(k, k), B = Mat<S>::Random(k, k), C = Mat<S>::Zero(k, k);
-  const double t = time_median(reps, [&] { C.noalias() += A * B; });
+  const double t = time_best(reps, [&] { C.noalias() += A * B; });
   return 2.0 * double(k) * double(k) * double(k) / t * 1e-9;
 }
 
@@ -105,7 +105,7 @@ template <class S>
 double eigen_syrk_rate(Index n, Index T, int reps) {
   Mat<S> X = Mat<S>::Random(n, T), H = Mat<S>::Zero(n, n);
   const double t =
-      time_median(reps, [&] { H.template selfadjointView<Eigen::Lower>().rankUpdate(X, S(1)); });
+      time_best(reps, [&] { H.template selfadjointView<Eigen::Lower>().rankUpdate(X, S(1)); });
   return syrk_flops(n, T) / t * 1e-9;
 }
 
@@ -114,7 +114,7 @@ template <class S>
 double blas_gemm_rate(Index k, int reps) {
   Mat<S> A = Mat<S>::Random(k, k), B = Mat<S>::Random(k, k), C = Mat<S>::Zero(k, k);
   const int K = int(k);
-  const double t = time_median(reps, [&] {
+  const double t = time_best(reps, [&] {
     if constexpr (std::is_same<S, float>::value)
       cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, K, K, K, 1.f, A.data(), K, B.data(),
                   K, 1.f, C.data(), K);
@@ -128,7 +128,7 @@ template <class S>
 double blas_syrk_rate(Index n, Index T, int reps) {
   Mat<S> X = Mat<S>::Random(n, T), H = Mat<S>::Zero(n, n);
   const int N = int(n), K = int(T);
-  const double t = time_median(reps, [&] {
+  const double t = time_best(reps, [&] {
     if constexpr (std::is_same<S, float>::value)
       cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.f, X.data(), N, 1.f, H.data(),
                   N);

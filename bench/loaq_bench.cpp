@@ -148,17 +148,17 @@ double bench_accumulation(const Shape& s, const Config& cfg, const bench::Machin
                           int reps) {
   const Mat<S> X = bench::synthetic_inputs<S>(s.n, cfg.tokens, 7);
   loaq::CalibrationAccumulator<S> acc(s.n);
-  const double t = bench::time_median(reps, [&] { acc.add_batch(X); });
+  const double t = bench::time_best(reps, [&] { acc.add_batch(X); });
   // Reference: the bare SYRK kernels on the same shape.
   Mat<S> H = Mat<S>::Zero(s.n, s.n);
-  const double t_eigen = bench::time_median(
+  const double t_eigen = bench::time_best(
       reps, [&] { H.template selfadjointView<Eigen::Lower>().rankUpdate(X, S(1)); });
   const double gflop = bench::syrk_flops(s.n, cfg.tokens) * 1e-9;
   std::string note = "bare Eigen SYRK same shape: " + bench::pct(t_eigen / t);
 #ifdef LOAQ_BENCH_BLAS
   {
     const int N = int(s.n), K = int(cfg.tokens);
-    const double t_blas = bench::time_median(reps, [&] {
+    const double t_blas = bench::time_best(reps, [&] {
       if constexpr (std::is_same<S, float>::value)
         cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.f, X.data(), N, 1.f,
                     H.data(), N);
@@ -177,7 +177,7 @@ double bench_accumulation(const Shape& s, const Config& cfg, const bench::Machin
 void bench_factor(const Shape& s, const Mat<double>& H, const bench::MachineRates& md, int reps,
                   bool warm) {
   loaq::InverseFactor<double> f;
-  const double t = bench::time_median(reps, [&] { f.compute(H); }, warm);
+  const double t = bench::time_best(reps, [&] { f.compute(H); }, warm);
   const double gflop = 2.0 / 3.0 * double(s.n) * double(s.n) * double(s.n) * 1e-9;
   std::string note;
 #ifdef LOAQ_BENCH_BLAS
@@ -185,7 +185,7 @@ void bench_factor(const Shape& s, const Mat<double>& H, const bench::MachineRate
   Mat<double> A;
   const double lambda = f.damping();
   const int N = int(s.n);
-  const double t_lapack = bench::time_median(
+  const double t_lapack = bench::time_best(
       reps,
       [&] {
         A = H.reverse();
@@ -206,11 +206,11 @@ template <class S>
 void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
                  const bench::MachineRates& mr, const bench::MachineRates& md) {
   const bool big = s.m * s.n > 4'000'000;
-  const int reps = big ? 1 : 5;
+  const int reps = big ? 1 : 7;
   const bool warm = !big;
   const char* gemm_name = std::is_same<S, float>::value ? "Eigen sgemm" : "Eigen dgemm";
   const double m = double(s.m), n = double(s.n);
-  std::printf("\n%s  %s  m=%ld n=%ld, %ld tokens/batch, %d thread(s)\n", s.name,
+  std::printf("%s  %s  m=%ld n=%ld, %ld tokens/batch, %d thread(s)\n", s.name,
               std::is_same<S, float>::value ? "float" : "double", long(s.m), long(s.n),
               long(cfg.tokens), cfg.threads);
 
@@ -227,7 +227,7 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
   loaq::PreparedHessian prep;
   loaq::prepare_hessian(H, opt.act_order, opt.damping, prep);
   if (cfg.runs("loop")) {
-  const double t_loop = bench::time_median(
+  const double t_loop = bench::time_best(
       reps, [&] { loaq::internal::solve_columns(W, prep, grid, opt, nullptr, out, nullptr); },
       warm);
   row("column loop", t_loop, m * n * n * 1e-9, mr.gemm_eigen, gemm_name);
@@ -235,7 +235,7 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
   if (!cfg.runs("gptq") && !cfg.runs("gptaq") && !cfg.runs("loaq") && !cfg.runs("memory")) return;
 
   const double t_gptq =
-      bench::time_median(reps, [&] { loaq::gptq(W, H, grid, opt, out); }, warm);
+      bench::time_best(reps, [&] { loaq::gptq(W, H, grid, opt, out); }, warm);
   row("gptq (whole solve)", t_gptq, (m * n * n + 2.0 / 3.0 * n * n * n) * 1e-9, mr.gemm_eigen,
       gemm_name);
   if (!cfg.export_dir.empty() && std::is_same<S, float>::value) {
@@ -254,7 +254,7 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
 
   char note[96];
   if (cfg.runs("gptaq")) {
-  const double t_gptaq = bench::time_median(
+  const double t_gptaq = bench::time_best(
       reps, [&] { loaq::gptaq(W, H, st.C.cast<S>(), grid, opt, 0.25, out); }, warm);
   std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * (t_gptaq / t_gptq - 1));
   row_plain("gptaq (whole solve)", t_gptaq, note);
@@ -265,13 +265,13 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
   if (cfg.runs("loaq")) {
   const loaq::TargetWeights tw;
   Mat<S> target;
-  const double t_target = bench::time_median(
+  const double t_target = bench::time_best(
       reps,
       [&] { target = loaq::closed_form_target<S>(W, &st.C, &st.G, prep, tw); }, warm);
   std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * t_target / t_gptq);
   row("loaq target W* (double)", t_target, 4.0 * m * n * n * 1e-9, md.gemm_eigen, "Eigen dgemm",
       note);
-  const double t_loaq = bench::time_median(
+  const double t_loaq = bench::time_best(
       reps, [&] { loaq::solve_target(W, H, &st.C, &st.G, tw, grid, opt, out); }, warm);
   std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * (t_loaq / t_gptq - 1));
   row_plain("loaq (whole solve)", t_loaq, note);
@@ -335,20 +335,20 @@ int main(int argc, char** argv) {
               cfg.threads, omp, lapack, Eigen::SimdInstructionSetsInUse());
   std::printf("GPTQ settings: 4-bit asymmetric, group 128, block 128, percdamp 0.01\n");
 
-  const Rates rates = measure_machine(3);
-  std::printf("machine (2048³ GEMM, SYRK n=T=2048), GFLOP/s: sgemm %.1f, dgemm %.1f, "
-              "ssyrk %.1f, dsyrk %.1f (Eigen)",
-              rates.f.gemm_eigen, rates.d.gemm_eigen, rates.f.syrk_eigen, rates.d.syrk_eigen);
-#ifdef LOAQ_BENCH_BLAS
-  std::printf("; sgemm %.1f, dgemm %.1f, ssyrk %.1f, dsyrk %.1f (OpenBLAS)", rates.f.gemm_blas,
-              rates.d.gemm_blas, rates.f.syrk_blas, rates.d.syrk_blas);
-#endif
-  std::printf("\n");
-
   std::vector<Shape> shapes(std::begin(kSmol), std::end(kSmol));
   if (cfg.full) shapes.insert(shapes.end(), std::begin(kLlama), std::end(kLlama));
   for (const Shape& s : shapes) {
     const ShapeData st = make_statistics(s, cfg);
+    // Reference rates again for every shape: on a shared machine the load drifts.
+    const Rates rates = measure_machine(3);
+    std::printf("\nmachine rates now (2048³ GEMM, SYRK n=T=2048), GFLOP/s: sgemm %.1f, dgemm %.1f, "
+                "ssyrk %.1f, dsyrk %.1f (Eigen)",
+                rates.f.gemm_eigen, rates.d.gemm_eigen, rates.f.syrk_eigen, rates.d.syrk_eigen);
+#ifdef LOAQ_BENCH_BLAS
+    std::printf("; sgemm %.1f, dgemm %.1f, ssyrk %.1f, dsyrk %.1f (OpenBLAS)", rates.f.gemm_blas,
+                rates.d.gemm_blas, rates.f.syrk_blas, rates.d.syrk_blas);
+#endif
+    std::printf("\n");
     if (cfg.run_float) bench_shape<float>(s, st, cfg, rates.f, rates.d);
     if (cfg.run_double) bench_shape<double>(s, st, cfg, rates.d, rates.d);
     std::fflush(stdout);

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One command for the whole benchmark: build, time every stage, then the same GPTQ solves in
+# the PyTorch reference (bench/reference_gptq.py) on the same layers and thread count.
+#
+#   bench/run.sh [quick|full] [THREADS]
+#
+# quick: SmolLM2 shapes (a minute or two); full: adds the LLaMA-7B shapes (tens of minutes).
+# THREADS defaults to 1. Environment: LOAQ_BENCH_BUILD (build folder, default build-bench),
+# LOAQ_USE_LAPACK=ON to factor with OpenBLAS potrf+trtri instead of Eigen.
+# Needs cmake, Eigen 3.4, xsimd 8, nlohmann-json; for the side-by-side Debian's python3-torch;
+# for the OpenBLAS columns libopenblas-dev and liblapacke-dev.
+set -euo pipefail
+
+mode=${1:-quick}
+threads=${2:-1}
+case "$mode" in quick|full) ;; *) echo "usage: $0 [quick|full] [threads]" >&2; exit 2 ;; esac
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+build=${LOAQ_BENCH_BUILD:-$src/build-bench}
+layers="$build/reference_layers"
+
+cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOAQ_BUILD_TESTS=OFF \
+  -DLOAQ_BUILD_EXAMPLES=OFF -DLOAQ_BUILD_BENCH=ON -DLOAQ_USE_LAPACK="${LOAQ_USE_LAPACK:-OFF}" \
+  > "$build.cmake.log" 2>&1 || { cat "$build.cmake.log"; exit 1; }
+cmake --build "$build" --target loaq_bench -j "${LOAQ_BUILD_JOBS:-1}"
+
+rm -rf "$layers" && mkdir -p "$layers"
+"$build/bench/loaq_bench" "--$mode" --threads "$threads" --export "$layers"
+
+echo
+echo "== GPTQ whole solve: loaq vs the PyTorch reference (float32, same layers, $threads thread(s)) =="
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  OMP_NUM_THREADS=$threads /usr/bin/python3 "$src/bench/reference_gptq.py" --threads "$threads" \
+    "$layers"/*.safetensors
+else
+  echo "skipped: /usr/bin/python3 has no torch (apt-get install python3-torch)"
+fi

@@ -1,0 +1,101 @@
+// SIMD kernels against their generic fallback, and results that do not depend on the thread
+// count (rows of the column loop and panels of the SYRK are fixed, only their spread varies).
+#include <doctest/doctest.h>
+
+#include <loaq/simd/quantize.hpp>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../support.hpp"
+
+using loaq::Index;
+
+TEST_CASE_TEMPLATE("SIMD column quantization equals the generic kernel", Scalar, float, double) {
+  std::mt19937 rng(11);
+  const Index rows = 203;  // not a multiple of any SIMD width: the tail runs too
+  loaq::Matrix<Scalar> w = loaq_test::random_matrix<Scalar>(rows, 1, rng, 1.0);
+  loaq::Vector<Scalar> scale(rows), zero(rows);
+  for (Index r = 0; r < rows; ++r) {
+    scale[r] = Scalar(0.05 + 0.01 * double(r % 7));
+    zero[r] = Scalar(r % 16);
+    if (r % 5 == 0) w(r, 0) = scale[r] * Scalar(double(r % 9) - 3.5);  // exact rounding ties
+  }
+  const loaq::UniformGrid<Scalar, 4> grid(false);
+  std::vector<std::uint8_t> c_simd(rows), c_gen(rows);
+  loaq::Vector<Scalar> q_simd(rows), q_gen(rows);
+  const double l_simd = loaq::simd::quantize_column(grid, w.data(), scale.data(), zero.data(),
+                                                    c_simd.data(), q_simd.data(), rows);
+  const double l_gen = loaq::simd::quantize_column_generic(
+      grid, w.data(), scale.data(), zero.data(), c_gen.data(), q_gen.data(), rows);
+  CHECK(c_simd == c_gen);
+  CHECK(q_simd == q_gen);
+  CHECK(l_simd == doctest::Approx(l_gen).epsilon(1e-5));
+}
+
+#ifdef _OPENMP
+namespace {
+
+template <class F>
+auto with_threads(int threads, F&& f) {
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  auto r = f();
+  omp_set_num_threads(before);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("GPTQ and GPTAQ give bit-identical results for any thread count", Scalar,
+                   float, double) {
+  std::mt19937 rng(5);
+  const Index m = 600, n = 160, T = 400;  // several row panels, several blocks
+  const Eigen::MatrixXd Xhat = loaq_test::random_inputs(n, T, rng);
+  const Eigen::MatrixXd X = Xhat + 0.1 * loaq_test::random_inputs(n, T, rng);
+  const loaq::Matrix<Scalar> W = loaq_test::random_matrix<Scalar>(m, n, rng, 1.0);
+  loaq::CalibrationAccumulator<double> acc(n);
+  REQUIRE(acc.add_batch(Xhat, X).ok());
+  loaq::GptqOptions opt;
+  opt.group_size = 32;
+  opt.block_size = 64;
+  const loaq::UniformGrid<Scalar, 4> grid(false);
+  auto gptq = [&] {
+    loaq::QuantizedWeight<Scalar> out;
+    REQUIRE(loaq::gptq(W, acc.hessian(), grid, opt, out).ok());
+    return out;
+  };
+  auto gptaq = [&] {
+    loaq::QuantizedWeight<Scalar> out;
+    REQUIRE(loaq::gptaq(W, acc.hessian(), acc.cross(), grid, opt, 0.25, out).ok());
+    return out;
+  };
+  const auto one = with_threads(1, gptq), two = with_threads(2, gptq), three = with_threads(3, gptq);
+  CHECK(one.weight == two.weight);
+  CHECK(one.weight == three.weight);
+  CHECK(one.codes == two.codes);
+  CHECK(one.scales == two.scales);
+  CHECK(one.loss == two.loss);
+  const auto a1 = with_threads(1, gptaq), a2 = with_threads(2, gptaq);
+  CHECK(a1.weight == a2.weight);
+  CHECK(a1.codes == a2.codes);
+}
+
+TEST_CASE("The Hessian accumulation is bit-identical for any thread count") {
+  std::mt19937 rng(9);
+  const Index n = 700, T = 300;  // three SYRK panels
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, T, rng);
+  auto accumulate = [&] {
+    loaq::CalibrationAccumulator<double> acc(n);
+    REQUIRE(acc.add_batch(X).ok());
+    REQUIRE(acc.add_batch(X.leftCols(100)).ok());
+    return Eigen::MatrixXd(acc.hessian());
+  };
+  const Eigen::MatrixXd one = with_threads(1, accumulate), two = with_threads(2, accumulate);
+  CHECK(one == two);
+  CHECK((one - 2.0 / 2.0 * (X * X.transpose() + X.leftCols(100) * X.leftCols(100).transpose()))
+            .cwiseAbs()
+            .maxCoeff() < 1e-9 * one.cwiseAbs().maxCoeff());
+}
+#endif
