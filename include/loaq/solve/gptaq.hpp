@@ -15,9 +15,10 @@ Matrix<Scalar> gptaq_correction(const Eigen::MatrixBase<D>& dXXT, const Prepared
     if (prep.dead[j]) d.col(Index(j)).setZero();
   if (prep.permuted()) d = d(prep.perm, prep.perm).eval();
   const Matrix<double>& U = prep.factor.upper();
-  Matrix<double> A = d * U.transpose();
-  A.template triangularView<Eigen::Lower>().setZero();  // keep the strictly upper part
-  return (alpha * A * U).template cast<Scalar>();
+  // Both products exploit triangularity: Uᵀ is lower, and only triu₁(d·Uᵀ) is kept.
+  const Matrix<double> A = d * U.transpose().template triangularView<Eigen::Lower>();
+  const Matrix<double> P = A.template triangularView<Eigen::StrictlyUpper>() * U;
+  return (alpha * P).template cast<Scalar>();
 }
 
 // GPTQ plus the asymmetric correction; α = 0.25 is the reference default, α = 0 is GPTQ exactly.

@@ -11,11 +11,9 @@ namespace loaq {
 // 1/ρ(y_t) for every token (column) of Y.
 template <class D>
 Vector<double> inverse_rms(const Eigen::MatrixBase<D>& Y, double eps) {
-  const Index d = Y.rows();
-  Vector<double> s(Y.cols());
-  for (Index t = 0; t < Y.cols(); ++t)
-    s[t] = 1.0 / std::sqrt(Y.col(t).template cast<double>().squaredNorm() / double(d) + eps);
-  return s;
+  const Matrix<double> y = Y.template cast<double>();  // evaluate once: Y may be a product
+  const double d = double(y.rows());
+  return ((y.colwise().squaredNorm().array() / d + eps).rsqrt()).transpose().matrix();
 }
 
 // RMSNorm(Y) with weight γ.
