@@ -2,7 +2,7 @@
 // as a fraction of this machine's own GEMM / SYRK rate measured in the same run.
 //
 //   loaq_bench [--quick | --full] [--threads N] [--scalar float|double|both] [--export DIR]
-//              [--only accumulate,factor,loop,gptq,gptaq,loaq,memory]
+//              [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory] [--shape NAME]
 //
 // --quick: SmolLM2-135M shapes (576×576, 1536×576, 576×1536); --full adds LLaMA-7B shapes
 // (4096×4096, 11008×4096, 4096×11008). Shapes are m × n = rows × columns of W.
@@ -47,7 +47,8 @@ struct Config {
   int threads = 1;
   bool run_float = true, run_double = true;
   std::string export_dir;
-  std::string only;  // comma-separated stage names; empty: every stage
+  std::string only;   // comma-separated stage names; empty: every stage
+  std::string shape;  // run only the shape of this name (any mode)
   bool runs(const char* stage) const {
     return only.empty() || ("," + only + ",").find("," + std::string(stage) + ",") !=
                                std::string::npos;
@@ -232,7 +233,9 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
       warm);
   row("column loop", t_loop, m * n * n * 1e-9, mr.gemm_eigen, gemm_name);
   }
-  if (!cfg.runs("gptq") && !cfg.runs("gptaq") && !cfg.runs("loaq") && !cfg.runs("memory")) return;
+  if (!cfg.runs("gptq") && !cfg.runs("mse") && !cfg.runs("gptaq") && !cfg.runs("loaq") &&
+      !cfg.runs("memory"))
+    return;
 
   const double t_gptq =
       bench::time_best(reps, [&] { loaq::gptq(W, H, grid, opt, out); }, warm);
@@ -253,6 +256,14 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
   }
 
   char note[96];
+  if (cfg.runs("mse")) {  // the MSE shrink search: 80 candidate grids per group and row
+    loaq::GptqOptions mse = opt;
+    mse.search.mse = true;
+    const double t_mse =
+        bench::time_best(reps, [&] { loaq::gptq(W, H, grid, mse, out); }, warm);
+    std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * (t_mse / t_gptq - 1));
+    row_plain("gptq with MSE search", t_mse, note);
+  }
   if (cfg.runs("gptaq")) {
   const double t_gptaq = bench::time_best(
       reps, [&] { loaq::gptaq(W, H, st.C.cast<S>(), grid, opt, 0.25, out); }, warm);
@@ -288,7 +299,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: loaq_bench [--quick|--full] [--threads N] [--scalar float|double|both] "
                "[--export DIR]\n"
-               "       [--only accumulate,factor,loop,gptq,gptaq,loaq,memory]\n");
+               "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory] [--shape NAME]\n");
   return 2;
 }
 
@@ -305,6 +316,7 @@ int main(int argc, char** argv) {
     else if (a == "--scalar" && i + 1 < argc) scalar = argv[++i];
     else if (a == "--export" && i + 1 < argc) cfg.export_dir = argv[++i];
     else if (a == "--only" && i + 1 < argc) cfg.only = argv[++i];
+    else if (a == "--shape" && i + 1 < argc) cfg.shape = argv[++i];
     else if (a == "--memory-probe" && i + 3 < argc) {
       bench::set_threads(cfg.threads);
       const Index m = std::atol(argv[i + 1]), n = std::atol(argv[i + 2]);
@@ -336,8 +348,10 @@ int main(int argc, char** argv) {
   std::printf("GPTQ settings: 4-bit asymmetric, group 128, block 128, percdamp 0.01\n");
 
   std::vector<Shape> shapes(std::begin(kSmol), std::end(kSmol));
-  if (cfg.full) shapes.insert(shapes.end(), std::begin(kLlama), std::end(kLlama));
+  if (cfg.full || !cfg.shape.empty())
+    shapes.insert(shapes.end(), std::begin(kLlama), std::end(kLlama));
   for (const Shape& s : shapes) {
+    if (!cfg.shape.empty() && cfg.shape != s.name) continue;
     const ShapeData st = make_statistics(s, cfg);
     // Reference rates again for every shape: on a shared machine the load drifts.
     const Rates rates = measure_machine(3);

@@ -2,10 +2,13 @@
 // (GPTQ Quantizer.find_params semantics).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "../config.hpp"
+#include "../simd/quantize.hpp"
 
 namespace loaq {
 
@@ -54,28 +57,31 @@ void fit_params(const Grid& grid, const Eigen::MatrixBase<Derived>& block,
   for (Index r = 0; r < rows; ++r) {
     Scalar xmin = lo[r], xmax = hi[r];
     grid.adjust_range(xmin, xmax);
-    Scalar scale, zero;
-    grid.params(xmin, xmax, scale, zero);
-    if (search.mse) {
-      double best = std::numeric_limits<double>::infinity();
-      for (int i = 0; i < steps; ++i) {
-        const Scalar f = Scalar(1.0 - double(i) / search.grid);
-        Scalar s1, z1;
-        grid.params(f * xmin, f * xmax, s1, z1);
-        double err = 0;
-        for (Index c = 0; c < cols; ++c) {
-          const Scalar x = Scalar(block(r, c));
-          err += double(std::pow(std::abs(quantize(grid, x, s1, z1) - x), Scalar(search.norm)));
-        }
-        if (err < best) {
-          best = err;
-          scale = s1;
-          zero = z1;
-        }
+    grid.params(xmin, xmax, out.scale[r], out.zero[r]);
+    lo[r] = xmin;
+    hi[r] = xmax;
+  }
+  if (!search.mse || rows == 0) return;
+
+  // Candidate by candidate, column by column: every row's error still sums over its columns in
+  // order (as a per-row loop would), but each column is one unit-stride SIMD pass.
+  const Matrix<Scalar> X = block.template cast<Scalar>();
+  std::vector<double> best(std::size_t(rows), std::numeric_limits<double>::infinity());
+  std::vector<double> err(best.size());
+  Vector<Scalar> s1(rows), z1(rows);
+  const Scalar p = Scalar(search.norm);
+  for (int i = 0; i < steps; ++i) {
+    const Scalar f = Scalar(1.0 - double(i) / search.grid);
+    for (Index r = 0; r < rows; ++r) grid.params(f * lo[r], f * hi[r], s1[r], z1[r]);
+    std::fill(err.begin(), err.end(), 0.0);
+    for (Index c = 0; c < cols; ++c)
+      simd::add_pow_error(grid, &X(0, c), s1.data(), z1.data(), p, err.data(), rows);
+    for (Index r = 0; r < rows; ++r)
+      if (err[std::size_t(r)] < best[std::size_t(r)]) {
+        best[std::size_t(r)] = err[std::size_t(r)];
+        out.scale[r] = s1[r];
+        out.zero[r] = z1[r];
       }
-    }
-    out.scale[r] = scale;
-    out.zero[r] = zero;
   }
 }
 

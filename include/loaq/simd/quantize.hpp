@@ -1,11 +1,12 @@
 // Column kernels of the solver loop: quantize and dequantize one column slice with per-row
-// parameters. The uniform grid has an xsimd kernel for the architecture chosen at compile time
+// parameters, and the MSE shrink search's error of one column. The uniform grid has an xsimd kernel for the architecture chosen at compile time
 // (xsimd's default_arch: whatever -m flags the build enables); every other grid, and builds with
 // no SIMD architecture or with LOAQ_NO_SIMD defined, use the generic scalar kernel.
 // Both give identical codes and values (the same IEEE operations per element); only the
 // summation order of the returned loss differs.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "../config.hpp"
@@ -75,6 +76,52 @@ double quantize_column(const UniformGrid<S, Bits>& grid, const S* w, const S* sc
   for (Index l = 0; l < lanes; ++l) loss += double(acc_buf[l]);
   return loss + quantize_column_generic(grid, w + r, scale + r, zero + r, codes + r, q + r,
                                         rows - r);
+}
+#endif
+
+// The MSE shrink search's error for one column and one candidate grid:
+// err[r] += |quantize(x[r]) − x[r]|^p, the power taken in S (as std::pow(S, S)), summed in double.
+template <class Grid, class S = typename Grid::Scalar>
+void add_pow_error_generic(const Grid& grid, const S* x, const S* scale, const S* zero, S p,
+                           double* err, Index rows) {
+  for (Index r = 0; r < rows; ++r) {
+    const S q = grid.decode(grid.encode(x[r], scale[r], zero[r]), scale[r], zero[r]);
+    err[r] += double(std::pow(std::abs(q - x[r]), p));
+  }
+}
+
+template <class Grid, class S = typename Grid::Scalar>
+void add_pow_error(const Grid& grid, const S* x, const S* scale, const S* zero, S p, double* err,
+                   Index rows) {
+  add_pow_error_generic(grid, x, scale, zero, p, err, rows);
+}
+
+#if LOAQ_HAS_SIMD
+// Uniform grid: the residuals in S lanes, the power in double lanes (exp(p·log d) loses about
+// |p·log d| ulps, which double absorbs), rounded to S as std::pow(S, S) returns it.
+template <class S, int Bits>
+void add_pow_error(const UniformGrid<S, Bits>& grid, const S* x, const S* scale, const S* zero,
+                   S p, double* err, Index rows) {
+  using batch = xsimd::batch<S>;
+  using dbatch = xsimd::batch<double>;
+  constexpr Index lanes = Index(batch::size), dlanes = Index(dbatch::size);
+  const batch lo(S(0)), hi(S(UniformGrid<S, Bits>::maxq));
+  const dbatch dp = dbatch(double(p)), dzero = dbatch(0.0);
+  alignas(64) S diff[lanes];
+  alignas(64) double pw[dlanes];
+  Index r = 0;
+  for (; r + lanes <= rows; r += lanes) {
+    const batch v = batch::load_unaligned(x + r), s = batch::load_unaligned(scale + r),
+                z = batch::load_unaligned(zero + r);
+    const batch c = xsimd::min(xsimd::max(xsimd::nearbyint(v / s) + z, lo), hi);
+    xsimd::abs(s * (c - z) - v).store_aligned(diff);
+    for (Index h = 0; h < lanes; h += dlanes) {
+      const dbatch d = dbatch::load_unaligned(diff + h);  // widens float lanes
+      xsimd::select(d == dzero, dzero, xsimd::exp(dp * xsimd::log(d))).store_aligned(pw);
+      for (Index l = 0; l < dlanes; ++l) err[r + h + l] += double(S(pw[l]));
+    }
+  }
+  add_pow_error_generic(grid, x + r, scale + r, zero + r, p, err + r, rows - r);
 }
 #endif
 

@@ -76,21 +76,28 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in, const PreparedHessi
   out.scales.resize(m, groups);
   out.zeros.resize(m, groups);
   out.g_idx.resize(n);
-  RowParams<Scalar> fitted;
+  const Index R = panel_rows(m), panels = (m + R - 1) / R;
+  // Parameters of columns [c0, c0 + width) into group column k, rows split like the solve.
+  auto fit_group = [&](Index k, Index c0, Index width) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (Index p = 0; p < panels; ++p) {
+      const Index r0 = p * R, rows = std::min(R, m - r0);
+      RowParams<Scalar> fitted;
+      fit_params(grid, W.block(r0, c0, rows, width), opt.search, fitted);
+      out.scales.block(r0, k, rows, 1) = fitted.scale;
+      out.zeros.block(r0, k, rows, 1) = fitted.zero;
+    }
+  };
   if (!grouped) {
-    fit_params(grid, W, opt.search, fitted);  // before dead columns are zeroed
-    out.scales.col(0) = fitted.scale;
-    out.zeros.col(0) = fitted.zero;
+    fit_group(0, 0, n);  // before dead columns are zeroed
     out.g_idx.setZero();
   }
   for (Index j = 0; j < n; ++j)
     if (prep.dead[std::size_t(j)]) W.col(j).setZero();
   if (grouped && opt.static_groups) {
-    for (Index k = 0; k < groups; ++k) {
-      fit_params(grid, W.middleCols(k * g, std::min(g, n - k * g)), opt.search, fitted);
-      out.scales.col(k) = fitted.scale;
-      out.zeros.col(k) = fitted.zero;
-    }
+    for (Index k = 0; k < groups; ++k) fit_group(k, k * g, std::min(g, n - k * g));
     for (Index j = 0; j < n; ++j) out.g_idx[j] = int(j / g);
   } else if (grouped) {
     for (Index j = 0; j < n; ++j) out.g_idx[perm[std::size_t(j)]] = int(j / g);
@@ -112,7 +119,6 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in, const PreparedHessi
   out.weight.resize(m, n);
   out.codes.resize(m, n);
   const Index B = opt.block_size;
-  const Index R = panel_rows(m), panels = (m + R - 1) / R;
   constexpr Index kSub = LOAQ_SUBBLOCK;
   Mat W1(m, std::min<Index>(B, n)), E1(m, std::min<Index>(B, n));
   Eigen::MatrixXd panel_loss(panels, n);  // summed over panels in a fixed order below
