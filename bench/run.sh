@@ -22,7 +22,8 @@ layers="$build/reference_layers"
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOAQ_BUILD_TESTS=OFF \
   -DLOAQ_BUILD_EXAMPLES=OFF -DLOAQ_BUILD_BENCH=ON -DLOAQ_USE_LAPACK="${LOAQ_USE_LAPACK:-OFF}" \
   > "$build.cmake.log" 2>&1 || { cat "$build.cmake.log"; exit 1; }
-cmake --build "$build" --target loaq_bench -j "${LOAQ_BUILD_JOBS:-1}"
+cmake --build "$build" --target loaq_bench -j "${LOAQ_BUILD_JOBS:-1}" > "$build.build.log" 2>&1 \
+  || { cat "$build.build.log"; exit 1; }
 
 rm -rf "$layers" && mkdir -p "$layers"
 "$build/bench/loaq_bench" "--$mode" --threads "$threads" --export "$layers"

@@ -54,6 +54,31 @@ TEST_CASE_TEMPLATE("SIMD MSE-search error equals the generic kernel", Scalar, fl
     CHECK(e_simd[std::size_t(r)] == doctest::Approx(e_gen[std::size_t(r)]).epsilon(1e-6));
 }
 
+// Not SIMD, but the other hand-written kernel of the hot path: the recursive Cholesky and the
+// in-place triangular inverse behind InverseFactor, at a size where the recursion splits twice.
+TEST_CASE("Inverse factor equals chol(cholesky_inverse(chol(H)), upper) past the recursion leaf") {
+  std::mt19937 rng(17);
+  const Index n = 600;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 900, rng);
+  const Eigen::MatrixXd H = 2.0 * X * X.transpose();
+  loaq::DampingPolicy damping;
+  loaq::InverseFactor<double> f;
+  REQUIRE(f.compute(H, damping).info() == loaq::Status::Success);
+  Eigen::MatrixXd Hd = H;
+  Hd.diagonal().array() += f.damping();
+  const Eigen::MatrixXd Hinv = Hd.llt().solve(Eigen::MatrixXd::Identity(n, n));
+  const Eigen::MatrixXd U_ref = Hinv.llt().matrixU();
+  CHECK((f.upper() - U_ref).cwiseAbs().maxCoeff() <= 1e-9 * U_ref.cwiseAbs().maxCoeff());
+  CHECK(f.upper().triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero(0));
+
+  Eigen::MatrixXd bad = Eigen::MatrixXd::Identity(n, n);
+  bad(100, 100) = -1;  // the reversed route meets it in the second half of the recursion
+  damping.percdamp = 0;
+  damping.max_attempts = 1;
+  CHECK(f.compute(bad, damping).info() == loaq::Status::NotPositiveDefinite);
+  CHECK(f.failed_pivot() == 100);
+}
+
 #ifdef _OPENMP
 namespace {
 

@@ -18,36 +18,35 @@
 namespace loaq {
 namespace internal {
 
-// Lower Cholesky factor in place (A = LLᵀ, only the lower triangle is read and written).
-// Returns −1 on success, else the first pivot that is not positive.
 template <class Scalar>
-Index cholesky_lower_inplace(Matrix<Scalar>& A) {
-#ifdef LOAQ_USE_LAPACK
-  const lapack_int n = lapack_int(A.rows());
-  lapack_int info;
-  if constexpr (std::is_same<Scalar, float>::value)
-    info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', n, A.data(), n);
-  else
-    info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', n, A.data(), n);
-  return info > 0 ? Index(info - 1) : info < 0 ? Index(0) : Index(-1);
-#else
-  return Eigen::internal::llt_inplace<Scalar, Eigen::Lower>::blocked(A);
-#endif
+using StridedRef = Eigen::Ref<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
+
+// Below this size the recursion hands over to Eigen's blocked Cholesky.
+constexpr Index kRecursionLeaf = 256;
+
+// Recursive halving: the trailing update is one large SYRK (k = n/2) instead of Eigen's rank-128
+// steps. Returns −1 on success, else the first pivot that is not positive.
+template <class Scalar>
+Index cholesky_lower_recursive(StridedRef<Scalar> A) {
+  const Index n = A.rows();
+  if (n <= kRecursionLeaf) return Eigen::internal::llt_inplace<Scalar, Eigen::Lower>::blocked(A);
+  const Index n1 = (n / 2 + 15) / 16 * 16, n2 = n - n1;
+  StridedRef<Scalar> A11 = A.topLeftCorner(n1, n1), A21 = A.bottomLeftCorner(n2, n1),
+                     A22 = A.bottomRightCorner(n2, n2);
+  if (const Index p = cholesky_lower_recursive<Scalar>(A11); p >= 0) return p;
+  A11.adjoint().template triangularView<Eigen::Upper>().template solveInPlace<Eigen::OnTheRight>(
+      A21);  // L21 = A21·L11⁻ᵀ
+  A22.template selfadjointView<Eigen::Lower>().rankUpdate(A21, Scalar(-1));
+  const Index p = cholesky_lower_recursive<Scalar>(A22);
+  return p >= 0 ? p + n1 : -1;
 }
 
-// L⁻¹ in place for a nonsingular lower-triangular L (trtri). Blocked from the bottom-right:
-// with the trailing block already inverted, L21 ← −L22⁻¹·L21·L11⁻¹, then L11 ← L11⁻¹. That is
-// n³/3 flops, a third of solving against the identity, and almost all of it in one triangular ×
-// dense product per block.
+// L⁻¹ in place, blocked from the bottom-right: with the trailing block already inverted,
+// L21 ← −L22⁻¹·L21·L11⁻¹, then L11 ← L11⁻¹. Scratch of n × 64 only (a recursive split into
+// halves needs n²/4 and was no faster here).
 template <class Scalar>
-void invert_lower_inplace(Matrix<Scalar>& A) {
+void invert_lower_blocked(StridedRef<Scalar> A) {
   const Index n = A.rows();
-#ifdef LOAQ_USE_LAPACK
-  if constexpr (std::is_same<Scalar, float>::value)
-    LAPACKE_strtri(LAPACK_COL_MAJOR, 'L', 'N', lapack_int(n), A.data(), lapack_int(n));
-  else
-    LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'L', 'N', lapack_int(n), A.data(), lapack_int(n));
-#else
   constexpr Index nb = 64;
   Matrix<Scalar> tmp, diag_inv;
   for (Index j = ((n - 1) / nb) * nb; j >= 0; j -= nb) {
@@ -64,6 +63,37 @@ void invert_lower_inplace(Matrix<Scalar>& A) {
     L11.template triangularView<Eigen::Lower>().solveInPlace(diag_inv);
     L11.template triangularView<Eigen::Lower>() = diag_inv;
   }
+}
+
+// Lower Cholesky factor in place (A = LLᵀ, only the lower triangle is read and written).
+// Returns −1 on success, else the first pivot that is not positive.
+template <class Scalar>
+Index cholesky_lower_inplace(Matrix<Scalar>& A) {
+#ifdef LOAQ_USE_LAPACK
+  const lapack_int n = lapack_int(A.rows());
+  lapack_int info;
+  if constexpr (std::is_same<Scalar, float>::value)
+    info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', n, A.data(), n);
+  else
+    info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', n, A.data(), n);
+  return info > 0 ? Index(info - 1) : info < 0 ? Index(0) : Index(-1);
+#else
+  return cholesky_lower_recursive<Scalar>(A);
+#endif
+}
+
+// L⁻¹ in place for a nonsingular lower-triangular L (trtri): n³/3 flops, a third of solving
+// against the identity, almost all of it in triangular × dense products.
+template <class Scalar>
+void invert_lower_inplace(Matrix<Scalar>& A) {
+#ifdef LOAQ_USE_LAPACK
+  const lapack_int n = lapack_int(A.rows());
+  if constexpr (std::is_same<Scalar, float>::value)
+    LAPACKE_strtri(LAPACK_COL_MAJOR, 'L', 'N', n, A.data(), n);
+  else
+    LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'L', 'N', n, A.data(), n);
+#else
+  invert_lower_blocked<Scalar>(A);
 #endif
 }
 
