@@ -201,42 +201,33 @@ inline Model quantize_model(const Model& fp, const std::vector<std::vector<int>>
       next_fp[w] = mlp_block(cfg, Lf, mid_fp[w], &fm[w]);
     }
 
-    report(l, "q,k,v");
-    GroupStats qkv = make_stats(c, false, Lf.q, cfg.rms_eps);
-    for (std::size_t w = 0; w < W; ++w) {
-      const Eigen::MatrixXf xh = rms_norm(h_q[w], Lq.attn_norm, cfg.rms_eps);
-      add_window(qkv, xh, fa[w].x_qkv, nullptr, nullptr, gptaq);
-    }
-    for (Linear k : {Linear::q, Linear::k, Linear::v})
-      quantize_linear(Lq.weight(k), qkv, c, "layer " + std::to_string(l) + " " + linear_name(k));
-
-    report(l, "o");
-    GroupStats o = make_stats(c, true, Lf.o, cfg.rms_eps);
-    for (std::size_t w = 0; w < W; ++w) {
+    // One group: collect its statistics window by window, then quantize its linears.
+    auto run_group = [&](const char* stage, bool output_linear, const Eigen::MatrixXf& W_fp,
+                         const std::function<void(std::size_t, GroupStats&)>& add,
+                         std::initializer_list<Linear> linears) {
+      report(l, stage);
+      GroupStats st = make_stats(c, output_linear, W_fp, cfg.rms_eps);
+      for (std::size_t w = 0; w < W; ++w) add(w, st);
+      for (Linear k : linears)
+        quantize_linear(Lq.weight(k), st, c, "layer " + std::to_string(l) + " " + linear_name(k));
+    };
+    run_group("q,k,v", false, Lf.q, [&](std::size_t w, GroupStats& st) {
+      add_window(st, rms_norm(h_q[w], Lq.attn_norm, cfg.rms_eps), fa[w].x_qkv, nullptr, nullptr, gptaq);
+    }, {Linear::q, Linear::k, Linear::v});
+    run_group("o", true, Lf.o, [&](std::size_t w, GroupStats& st) {
       AttnCapture a;
       attention_block(cfg, Lq, h_q[w], &a);
-      add_window(o, a.x_o, fa[w].x_o, &h_q[w], &h_fp[w], gptaq);
-    }
-    quantize_linear(Lq.o, o, c, "layer " + std::to_string(l) + " o_proj");
-
-    report(l, "gate,up");
-    GroupStats gu = make_stats(c, false, Lf.gate, cfg.rms_eps);
-    for (std::size_t w = 0; w < W; ++w) {
+      add_window(st, a.x_o, fa[w].x_o, &h_q[w], &h_fp[w], gptaq);  // residual: the block input
+    }, {Linear::o});
+    run_group("gate,up", false, Lf.gate, [&](std::size_t w, GroupStats& st) {
       mid_q[w] = attention_block(cfg, Lq, h_q[w]);
-      const Eigen::MatrixXf xh = rms_norm(mid_q[w], Lq.ffn_norm, cfg.rms_eps);
-      add_window(gu, xh, fm[w].x_gate_up, nullptr, nullptr, gptaq);
-    }
-    for (Linear k : {Linear::gate, Linear::up})
-      quantize_linear(Lq.weight(k), gu, c, "layer " + std::to_string(l) + " " + linear_name(k));
-
-    report(l, "down");
-    GroupStats dn = make_stats(c, true, Lf.down, cfg.rms_eps);
-    for (std::size_t w = 0; w < W; ++w) {
+      add_window(st, rms_norm(mid_q[w], Lq.ffn_norm, cfg.rms_eps), fm[w].x_gate_up, nullptr, nullptr, gptaq);
+    }, {Linear::gate, Linear::up});
+    run_group("down", true, Lf.down, [&](std::size_t w, GroupStats& st) {
       MlpCapture m;
       mlp_block(cfg, Lq, mid_q[w], &m);
-      add_window(dn, m.x_down, fm[w].x_down, &mid_q[w], &mid_fp[w], gptaq);
-    }
-    quantize_linear(Lq.down, dn, c, "layer " + std::to_string(l) + " down_proj");
+      add_window(st, m.x_down, fm[w].x_down, &mid_q[w], &mid_fp[w], gptaq);  // residual: mid-block
+    }, {Linear::down});
 
     for (std::size_t w = 0; w < W; ++w) h_q[w] = mlp_block(cfg, Lq, mid_q[w]);
     h_fp = std::move(next_fp);
