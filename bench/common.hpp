@@ -3,6 +3,7 @@
 
 #include <sys/resource.h>
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,8 +11,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <Eigen/Core>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -116,11 +115,11 @@ double blas_gemm_rate(Index k, int reps) {
   const int K = int(k);
   const double t = time_best(reps, [&] {
     if constexpr (std::is_same<S, float>::value)
-      cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, K, K, K, 1.f, A.data(), K, B.data(),
-                  K, 1.f, C.data(), K);
+      cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, K, K, K, 1.f, A.data(), K, B.data(), K,
+                  1.f, C.data(), K);
     else
-      cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, K, K, K, 1.0, A.data(), K, B.data(),
-                  K, 1.0, C.data(), K);
+      cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, K, K, K, 1.0, A.data(), K, B.data(), K,
+                  1.0, C.data(), K);
   });
   return 2.0 * double(k) * double(k) * double(k) / t * 1e-9;
 }

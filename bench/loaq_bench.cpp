@@ -13,11 +13,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
-#include <vector>
-
 #include <loaq/io/safetensors.hpp>
 #include <loaq/loaq.hpp>
+#include <string>
+#include <vector>
 
 #include "common.hpp"
 #include "memory_model.hpp"
@@ -50,8 +49,8 @@ struct Config {
   std::string only;   // comma-separated stage names; empty: every stage
   std::string shape;  // run only the shape of this name (any mode)
   bool runs(const char* stage) const {
-    return only.empty() || ("," + only + ",").find("," + std::string(stage) + ",") !=
-                               std::string::npos;
+    return only.empty() ||
+           ("," + only + ",").find("," + std::string(stage) + ",") != std::string::npos;
   }
   Index tokens = 2048;  // tokens per calibration batch (one 2048-token sequence)
   int batches = 2;      // batches accumulated into the Hessian used by the solvers
@@ -161,11 +160,11 @@ double bench_accumulation(const Shape& s, const Config& cfg, const bench::Machin
     const int N = int(s.n), K = int(cfg.tokens);
     const double t_blas = bench::time_best(reps, [&] {
       if constexpr (std::is_same<S, float>::value)
-        cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.f, X.data(), N, 1.f,
-                    H.data(), N);
+        cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.f, X.data(), N, 1.f, H.data(),
+                    N);
       else
-        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.0, X.data(), N, 1.0,
-                    H.data(), N);
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.0, X.data(), N, 1.0, H.data(),
+                    N);
     });
     note += ", OpenBLAS SYRK same shape: " + bench::pct(t_blas / t);
   }
@@ -178,7 +177,8 @@ double bench_accumulation(const Shape& s, const Config& cfg, const bench::Machin
 void bench_factor(const Shape& s, const Mat<double>& H, const bench::MachineRates& md, int reps,
                   bool warm) {
   loaq::InverseFactor<double> f;
-  const double t = bench::time_best(reps, [&] { f.compute(H); }, warm);
+  const double t = bench::time_best(
+      reps, [&] { f.compute(H); }, warm);
   const double gflop = 2.0 / 3.0 * double(s.n) * double(s.n) * double(s.n) * 1e-9;
   std::string note;
 #ifdef LOAQ_BENCH_BLAS
@@ -203,11 +203,36 @@ void bench_factor(const Shape& s, const Mat<double>& H, const bench::MachineRate
   row("inverse factor (double)", t, gflop, md.gemm_eigen, "Eigen dgemm", note);
 }
 
+// The float layer, its Hessian and loaq's result for bench/reference_gptq.py.
+template <class S>
+void export_layer(const Shape& s, const Config& cfg, const Mat<S>& W, const Mat<S>& H,
+                  const loaq::QuantizedWeight<S>& out, const loaq::GptqOptions& opt,
+                  double seconds) {
+  loaq::io::SafetensorsWriter wr;
+  wr.add_matrix("weight", W, loaq::io::DType::F32);
+  wr.add_matrix("hessian", H, loaq::io::DType::F32);
+  wr.add_matrix("loaq_weight", out.weight, loaq::io::DType::F32);
+  wr.set_metadata("loaq_seconds", std::to_string(seconds));
+  wr.set_metadata("threads", std::to_string(cfg.threads));
+  wr.set_metadata("bits", "4");
+  wr.set_metadata("group", std::to_string(opt.group_size));
+  wr.set_metadata("blocksize", std::to_string(opt.block_size));
+  wr.set_metadata("percdamp", std::to_string(opt.damping.percdamp));
+  wr.write(cfg.export_dir + "/" + s.name + ".safetensors");
+}
+
+std::string over(double t, double base) {
+  char b[48];
+  std::snprintf(b, sizeof b, "+%.0f%% over gptq", 100.0 * (t / base - 1));
+  return b;
+}
+
 template <class S>
 void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
                  const bench::MachineRates& mr, const bench::MachineRates& md) {
+  // The 7B shapes: best of two cold runs (a warm-up would add a third).
   const bool big = s.m * s.n > 4'000'000;
-  const int reps = big ? 1 : 7;
+  const int reps = big ? 2 : 7;
   const bool warm = !big;
   const char* gemm_name = std::is_same<S, float>::value ? "Eigen sgemm" : "Eigen dgemm";
   const double m = double(s.m), n = double(s.n);
@@ -224,82 +249,62 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
   const loaq::UniformGrid<S, 4> grid(false);
   const loaq::GptqOptions opt = solver_options();
   loaq::QuantizedWeight<S> out;
-
   loaq::PreparedHessian prep;
   loaq::prepare_hessian(H, opt.act_order, opt.damping, prep);
+  auto best = [&](auto&& f) { return bench::time_best(reps, f, warm); };
+
   if (cfg.runs("loop")) {
-  const double t_loop = bench::time_best(
-      reps, [&] { loaq::internal::solve_columns(W, prep, grid, opt, nullptr, out, nullptr); },
-      warm);
-  row("column loop", t_loop, m * n * n * 1e-9, mr.gemm_eigen, gemm_name);
-  }
-  if (!cfg.runs("gptq") && !cfg.runs("mse") && !cfg.runs("gptaq") && !cfg.runs("loaq") &&
-      !cfg.runs("memory"))
-    return;
-
-  const double t_gptq =
-      bench::time_best(reps, [&] { loaq::gptq(W, H, grid, opt, out); }, warm);
-  row("gptq (whole solve)", t_gptq, (m * n * n + 2.0 / 3.0 * n * n * n) * 1e-9, mr.gemm_eigen,
-      gemm_name);
-  if (!cfg.export_dir.empty() && std::is_same<S, float>::value) {
-    loaq::io::SafetensorsWriter wr;
-    wr.add_matrix("weight", W, loaq::io::DType::F32);
-    wr.add_matrix("hessian", H, loaq::io::DType::F32);
-    wr.add_matrix("loaq_weight", out.weight, loaq::io::DType::F32);
-    wr.set_metadata("loaq_seconds", std::to_string(t_gptq));
-    wr.set_metadata("threads", std::to_string(cfg.threads));
-    wr.set_metadata("bits", "4");
-    wr.set_metadata("group", std::to_string(opt.group_size));
-    wr.set_metadata("blocksize", std::to_string(opt.block_size));
-    wr.set_metadata("percdamp", std::to_string(opt.damping.percdamp));
-    wr.write(cfg.export_dir + "/" + s.name + ".safetensors");
+    const double t =
+        best([&] { loaq::internal::solve_columns(W, prep, grid, opt, nullptr, out, nullptr); });
+    row("column loop", t, m * n * n * 1e-9, mr.gemm_eigen, gemm_name);
   }
 
-  char note[96];
-  if (cfg.runs("mse")) {  // the MSE shrink search: 80 candidate grids per group and row
-    loaq::GptqOptions mse = opt;
-    mse.search.mse = true;
-    const double t_mse =
-        bench::time_best(reps, [&] { loaq::gptq(W, H, grid, mse, out); }, warm);
-    std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * (t_mse / t_gptq - 1));
-    row_plain("gptq with MSE search", t_mse, note);
-  }
-  if (cfg.runs("gptaq")) {
-  const double t_gptaq = bench::time_best(
-      reps, [&] { loaq::gptaq(W, H, st.C.cast<S>(), grid, opt, 0.25, out); }, warm);
-  std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * (t_gptaq / t_gptq - 1));
-  row_plain("gptaq (whole solve)", t_gptaq, note);
+  if (cfg.runs("gptq") || cfg.runs("mse") || cfg.runs("gptaq") || cfg.runs("loaq")) {
+    const double t_gptq = best([&] { loaq::gptq(W, H, grid, opt, out); });
+    row("gptq (whole solve)", t_gptq, (m * n * n + 2.0 / 3.0 * n * n * n) * 1e-9, mr.gemm_eigen,
+        gemm_name);
+    if (!cfg.export_dir.empty() && std::is_same<S, float>::value)
+      export_layer(s, cfg, W, H, out, opt, t_gptq);
+
+    if (cfg.runs("mse")) {  // the MSE shrink search: 80 candidate grids per group and row
+      loaq::GptqOptions mse = opt;
+      mse.search.mse = true;
+      const double t = best([&] { loaq::gptq(W, H, grid, mse, out); });
+      row_plain("gptq with MSE search", t, over(t, t_gptq));
+    }
+    if (cfg.runs("gptaq")) {
+      const Mat<S> C = st.C.cast<S>();
+      const double t = best([&] { loaq::gptaq(W, H, C, grid, opt, 0.25, out); });
+      row_plain("gptaq (whole solve)", t, over(t, t_gptq));
+    }
+    // LoaQ: W* = W + α·W·C·Ĥ⁻¹ + β·G·Ĥ⁻¹ with Ĥ⁻¹ = UᵀU (one GEMM, two triangular multiplies:
+    // 4mn² flops), then the same GPTQ solve.
+    if (cfg.runs("loaq")) {
+      const loaq::TargetWeights tw;
+      Mat<S> target;
+      const double t_target =
+          best([&] { target = loaq::closed_form_target<S>(W, &st.C, &st.G, prep, tw); });
+      row("loaq target W* (double)", t_target, 4.0 * m * n * n * 1e-9, md.gemm_eigen, "Eigen dgemm",
+          over(t_gptq + t_target, t_gptq));
+      const double t = best([&] { loaq::solve_target(W, H, &st.C, &st.G, tw, grid, opt, out); });
+      row_plain("loaq (whole solve)", t, over(t, t_gptq));
+    }
   }
 
-  // LoaQ overhead: W* = W + α·W·C·Ĥ⁻¹ + β·G·Ĥ⁻¹ with Ĥ⁻¹ = UᵀU (one GEMM, two triangular
-  // multiplies: 4mn² flops), then the same GPTQ solve.
-  if (cfg.runs("loaq")) {
-  const loaq::TargetWeights tw;
-  Mat<S> target;
-  const double t_target = bench::time_best(
-      reps,
-      [&] { target = loaq::closed_form_target<S>(W, &st.C, &st.G, prep, tw); }, warm);
-  std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * t_target / t_gptq);
-  row("loaq target W* (double)", t_target, 4.0 * m * n * n * 1e-9, md.gemm_eigen, "Eigen dgemm",
-      note);
-  const double t_loaq = bench::time_best(
-      reps, [&] { loaq::solve_target(W, H, &st.C, &st.G, tw, grid, opt, out); }, warm);
-  std::snprintf(note, sizeof note, "+%.0f%% over gptq", 100.0 * (t_loaq / t_gptq - 1));
-  row_plain("loaq (whole solve)", t_loaq, note);
+  if (cfg.runs("memory")) {
+    const double peak = measured_gptq_peak<S>(s, cfg.threads);
+    const double model = bench::gptq_peak_bytes(s.m, s.n, opt.group_size, sizeof(S));
+    std::printf("  %-28s measured %.1f MiB, formula %.1f MiB (%+.1f%%)\n", "gptq peak memory",
+                peak / 1048576.0, model / 1048576.0, 100.0 * (peak / model - 1));
   }
-  if (!cfg.runs("memory")) return;
-
-  const double peak = measured_gptq_peak<S>(s, cfg.threads);
-  const double model = bench::gptq_peak_bytes(s.m, s.n, opt.group_size, sizeof(S));
-  std::printf("  %-28s measured %.1f MiB, formula %.1f MiB (%+.1f%%)\n", "gptq peak memory",
-              peak / 1048576.0, model / 1048576.0, 100.0 * (peak / model - 1));
 }
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: loaq_bench [--quick|--full] [--threads N] [--scalar float|double|both] "
-               "[--export DIR]\n"
-               "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory] [--shape NAME]\n");
+  std::fprintf(
+      stderr,
+      "usage: loaq_bench [--quick|--full] [--threads N] [--scalar float|double|both] "
+      "[--export DIR]\n"
+      "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory] [--shape NAME]\n");
   return 2;
 }
 
@@ -310,22 +315,29 @@ int main(int argc, char** argv) {
   std::string scalar = "both";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--quick") cfg.full = false;
-    else if (a == "--full") cfg.full = true;
-    else if (a == "--threads" && i + 1 < argc) cfg.threads = std::atoi(argv[++i]);
-    else if (a == "--scalar" && i + 1 < argc) scalar = argv[++i];
-    else if (a == "--export" && i + 1 < argc) cfg.export_dir = argv[++i];
-    else if (a == "--only" && i + 1 < argc) cfg.only = argv[++i];
-    else if (a == "--shape" && i + 1 < argc) cfg.shape = argv[++i];
+    if (a == "--quick")
+      cfg.full = false;
+    else if (a == "--full")
+      cfg.full = true;
+    else if (a == "--threads" && i + 1 < argc)
+      cfg.threads = std::atoi(argv[++i]);
+    else if (a == "--scalar" && i + 1 < argc)
+      scalar = argv[++i];
+    else if (a == "--export" && i + 1 < argc)
+      cfg.export_dir = argv[++i];
+    else if (a == "--only" && i + 1 < argc)
+      cfg.only = argv[++i];
+    else if (a == "--shape" && i + 1 < argc)
+      cfg.shape = argv[++i];
     else if (a == "--memory-probe" && i + 3 < argc) {
       bench::set_threads(cfg.threads);
       const Index m = std::atol(argv[i + 1]), n = std::atol(argv[i + 2]);
       const bool f = std::string(argv[i + 3]) == "float";
       std::printf("%.0f\n", f ? gptq_peak_in_this_process<float>(m, n)
-                               : gptq_peak_in_this_process<double>(m, n));
+                              : gptq_peak_in_this_process<double>(m, n));
       return 0;
-    }
-    else return usage();
+    } else
+      return usage();
   }
   if (cfg.threads < 1 || (scalar != "float" && scalar != "double" && scalar != "both"))
     return usage();
@@ -355,9 +367,10 @@ int main(int argc, char** argv) {
     const ShapeData st = make_statistics(s, cfg);
     // Reference rates again for every shape: on a shared machine the load drifts.
     const Rates rates = measure_machine(3);
-    std::printf("\nmachine rates now (2048³ GEMM, SYRK n=T=2048), GFLOP/s: sgemm %.1f, dgemm %.1f, "
-                "ssyrk %.1f, dsyrk %.1f (Eigen)",
-                rates.f.gemm_eigen, rates.d.gemm_eigen, rates.f.syrk_eigen, rates.d.syrk_eigen);
+    std::printf(
+        "\nmachine rates now (2048³ GEMM, SYRK n=T=2048), GFLOP/s: sgemm %.1f, dgemm %.1f, "
+        "ssyrk %.1f, dsyrk %.1f (Eigen)",
+        rates.f.gemm_eigen, rates.d.gemm_eigen, rates.f.syrk_eigen, rates.d.syrk_eigen);
 #ifdef LOAQ_BENCH_BLAS
     std::printf("; sgemm %.1f, dgemm %.1f, ssyrk %.1f, dsyrk %.1f (OpenBLAS)", rates.f.gemm_blas,
                 rates.d.gemm_blas, rates.f.syrk_blas, rates.d.syrk_blas);

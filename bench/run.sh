@@ -2,7 +2,7 @@
 # One command for the whole benchmark: build, time every stage, then the same GPTQ solves in
 # the PyTorch reference (bench/reference_gptq.py) on the same layers and thread count.
 #
-#   bench/run.sh [quick|full] [THREADS]
+#   bench/run.sh [quick|full] [THREADS] [float|double|both]
 #
 # quick: SmolLM2 shapes (a minute or two); full: adds the LLaMA-7B shapes (tens of minutes).
 # THREADS defaults to 1. Environment: LOAQ_BENCH_BUILD (build folder, default build-bench),
@@ -13,24 +13,28 @@ set -euo pipefail
 
 mode=${1:-quick}
 threads=${2:-1}
-case "$mode" in quick|full) ;; *) echo "usage: $0 [quick|full] [threads]" >&2; exit 2 ;; esac
+scalar=${3:-both}
+case "$mode" in quick|full) ;; *) echo "usage: $0 [quick|full] [threads] [float|double|both]" >&2; exit 2 ;; esac
 
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${LOAQ_BENCH_BUILD:-$src/build-bench}
 layers="$build/reference_layers"
+mkdir -p "$build"
 
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOAQ_BUILD_TESTS=OFF \
   -DLOAQ_BUILD_EXAMPLES=OFF -DLOAQ_BUILD_BENCH=ON -DLOAQ_USE_LAPACK="${LOAQ_USE_LAPACK:-OFF}" \
-  > "$build.cmake.log" 2>&1 || { cat "$build.cmake.log"; exit 1; }
-cmake --build "$build" --target loaq_bench -j "${LOAQ_BUILD_JOBS:-1}" > "$build.build.log" 2>&1 \
-  || { cat "$build.build.log"; exit 1; }
+  > "$build/cmake.log" 2>&1 || { cat "$build/cmake.log"; exit 1; }
+cmake --build "$build" --target loaq_bench -j "${LOAQ_BUILD_JOBS:-1}" > "$build/build.log" 2>&1 \
+  || { cat "$build/build.log"; exit 1; }
 
 rm -rf "$layers" && mkdir -p "$layers"
-"$build/bench/loaq_bench" "--$mode" --threads "$threads" --export "$layers"
+"$build/bench/loaq_bench" "--$mode" --threads "$threads" --scalar "$scalar" --export "$layers"
 
 echo
 echo "== GPTQ whole solve: loaq vs the PyTorch reference (float32, same layers, $threads thread(s)) =="
-if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+if [ "$scalar" = double ]; then
+  echo "skipped: the side-by-side compares the float solves"
+elif /usr/bin/python3 -c "import torch" 2>/dev/null; then
   OMP_NUM_THREADS=$threads /usr/bin/python3 "$src/bench/reference_gptq.py" --threads "$threads" \
     "$layers"/*.safetensors
 else

@@ -93,8 +93,8 @@ auto with_threads(int threads, F&& f) {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("GPTQ and GPTAQ give bit-identical results for any thread count", Scalar,
-                   float, double) {
+TEST_CASE_TEMPLATE("GPTQ and GPTAQ give bit-identical results for any thread count", Scalar, float,
+                   double) {
   std::mt19937 rng(5);
   const Index m = 600, n = 160, T = 400;  // several row panels, several blocks
   const Eigen::MatrixXd Xhat = loaq_test::random_inputs(n, T, rng);
@@ -116,7 +116,8 @@ TEST_CASE_TEMPLATE("GPTQ and GPTAQ give bit-identical results for any thread cou
     REQUIRE(loaq::gptaq(W, acc.hessian(), acc.cross(), grid, opt, 0.25, out).ok());
     return out;
   };
-  const auto one = with_threads(1, gptq), two = with_threads(2, gptq), three = with_threads(3, gptq);
+  const auto one = with_threads(1, gptq), two = with_threads(2, gptq),
+             three = with_threads(3, gptq);
   CHECK(one.weight == two.weight);
   CHECK(one.weight == three.weight);
   CHECK(one.codes == two.codes);

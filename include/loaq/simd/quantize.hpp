@@ -1,9 +1,9 @@
 // Column kernels of the solver loop: quantize and dequantize one column slice with per-row
-// parameters, and the MSE shrink search's error of one column. The uniform grid has an xsimd kernel for the architecture chosen at compile time
-// (xsimd's default_arch: whatever -m flags the build enables); every other grid, and builds with
-// no SIMD architecture or with LOAQ_NO_SIMD defined, use the generic scalar kernel.
-// Both give identical codes and values (the same IEEE operations per element); only the
-// summation order of the returned loss differs.
+// parameters, and the MSE shrink search's error of one column. The uniform grid has an xsimd kernel
+// for the architecture chosen at compile time (xsimd's default_arch: whatever -m flags the build
+// enables); every other grid, and builds with no SIMD architecture or with LOAQ_NO_SIMD defined,
+// use the generic scalar kernel. Both give identical codes and values (the same IEEE operations per
+// element); only the summation order of the returned loss differs.
 #pragma once
 
 #include <cmath>
@@ -51,8 +51,8 @@ double quantize_column(const Grid& grid, const S* w, const S* scale, const S* ze
 // at a time. The loss is summed per lane in S (a column slice is a few hundred rows; the loss
 // is a diagnostic), then reduced in double.
 template <class S, int Bits>
-double quantize_column(const UniformGrid<S, Bits>& grid, const S* w, const S* scale,
-                       const S* zero, std::uint8_t* codes, S* q, Index rows) {
+double quantize_column(const UniformGrid<S, Bits>& grid, const S* w, const S* scale, const S* zero,
+                       std::uint8_t* codes, S* q, Index rows) {
   using batch = xsimd::batch<S>;
   constexpr Index lanes = Index(batch::size);
   const batch lo(S(0)), hi(S(UniformGrid<S, Bits>::maxq));
@@ -74,8 +74,8 @@ double quantize_column(const UniformGrid<S, Bits>& grid, const S* w, const S* sc
   acc.store_aligned(acc_buf);
   double loss = 0;
   for (Index l = 0; l < lanes; ++l) loss += double(acc_buf[l]);
-  return loss + quantize_column_generic(grid, w + r, scale + r, zero + r, codes + r, q + r,
-                                        rows - r);
+  return loss +
+         quantize_column_generic(grid, w + r, scale + r, zero + r, codes + r, q + r, rows - r);
 }
 #endif
 
@@ -100,8 +100,8 @@ void add_pow_error(const Grid& grid, const S* x, const S* scale, const S* zero, 
 // Uniform grid: the residuals in S lanes, the power in double lanes (exp(p·log d) loses about
 // |p·log d| ulps, which double absorbs), rounded to S as std::pow(S, S) returns it.
 template <class S, int Bits>
-void add_pow_error(const UniformGrid<S, Bits>& grid, const S* x, const S* scale, const S* zero,
-                   S p, double* err, Index rows) {
+void add_pow_error(const UniformGrid<S, Bits>& grid, const S* x, const S* scale, const S* zero, S p,
+                   double* err, Index rows) {
   using batch = xsimd::batch<S>;
   using dbatch = xsimd::batch<double>;
   constexpr Index lanes = Index(batch::size), dlanes = Index(dbatch::size);
