@@ -294,8 +294,12 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
   if (cfg.runs("memory")) {
     const double peak = measured_gptq_peak<S>(s, cfg.threads);
     const double model = bench::gptq_peak_bytes(s.m, s.n, opt.group_size, sizeof(S));
-    std::printf("  %-28s measured %.1f MiB, formula %.1f MiB (%+.1f%%)\n", "gptq peak memory",
-                peak / 1048576.0, model / 1048576.0, 100.0 * (peak / model - 1));
+    if (peak < 0)
+      std::printf("  %-28s measurement failed (the probe process did not report)\n",
+                  "gptq peak memory");
+    else
+      std::printf("  %-28s measured %.1f MiB, formula %.1f MiB (%+.1f%%)\n", "gptq peak memory",
+                  peak / 1048576.0, model / 1048576.0, 100.0 * (peak / model - 1));
   }
 }
 
