@@ -5,8 +5,8 @@
 #include <Eigen/Cholesky>
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 
 #include "../config.hpp"
 #include "../status.hpp"
