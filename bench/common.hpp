@@ -123,18 +123,19 @@ double blas_gemm_rate(Index k, int reps) {
   });
   return 2.0 * double(k) * double(k) * double(k) / t * 1e-9;
 }
+// H += X·Xᵀ (lower triangle) with OpenBLAS.
+template <class S>
+void blas_syrk(const Mat<S>& X, Mat<S>& H) {
+  const int N = int(X.rows()), K = int(X.cols());
+  if constexpr (std::is_same<S, float>::value)
+    cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.f, X.data(), N, 1.f, H.data(), N);
+  else
+    cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.0, X.data(), N, 1.0, H.data(), N);
+}
 template <class S>
 double blas_syrk_rate(Index n, Index T, int reps) {
   Mat<S> X = Mat<S>::Random(n, T), H = Mat<S>::Zero(n, n);
-  const int N = int(n), K = int(T);
-  const double t = time_best(reps, [&] {
-    if constexpr (std::is_same<S, float>::value)
-      cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.f, X.data(), N, 1.f, H.data(),
-                  N);
-    else
-      cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.0, X.data(), N, 1.0, H.data(),
-                  N);
-  });
+  const double t = time_best(reps, [&] { blas_syrk(X, H); });
   return syrk_flops(n, T) / t * 1e-9;
 }
 #endif

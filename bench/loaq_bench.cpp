@@ -157,15 +157,7 @@ double bench_accumulation(const Shape& s, const Config& cfg, const bench::Machin
   std::string note = "bare Eigen SYRK same shape: " + bench::pct(t_eigen / t);
 #ifdef LOAQ_BENCH_BLAS
   {
-    const int N = int(s.n), K = int(cfg.tokens);
-    const double t_blas = bench::time_best(reps, [&] {
-      if constexpr (std::is_same<S, float>::value)
-        cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.f, X.data(), N, 1.f, H.data(),
-                    N);
-      else
-        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, N, K, 1.0, X.data(), N, 1.0, H.data(),
-                    N);
-    });
+    const double t_blas = bench::time_best(reps, [&] { bench::blas_syrk<S>(X, H); });
     note += ", OpenBLAS SYRK same shape: " + bench::pct(t_blas / t);
   }
 #endif
