@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 model=$(bash scripts/fetch_model.sh)
 launcher=(); command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
-cmake --build build/release -j "$(nproc)" --target smollm2-ptq >/dev/null
+mkdir -p build
+if ! { cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" &&
+       cmake --build build/release -j "$(nproc)" --target smollm2-ptq; } >build/experiment-build.log 2>&1; then
+  tail -40 build/experiment-build.log >&2
+  echo "experiment.sh: build failed (full log: build/experiment-build.log)" >&2
+  exit 1
+fi
 exec build/release/examples/smollm2/smollm2-ptq --model "$model" "$@"
