@@ -41,7 +41,7 @@ TEST_CASE("on drifted streams LoaQ's sub-block objectives beat GPTQ on the sub-b
   const Eigen::MatrixXd B = loaq_test::random_matrix<double>(d, n, rng) / std::sqrt(double(n));
   const SubblockData calib = subblock_tokens(A, B, d, n, T, rng);
   const SubblockData held = subblock_tokens(A, B, d, n, T, rng);
-  const Eigen::VectorXd gamma = Eigen::VectorXd::Random(d).array() + 1.5;
+  const Eigen::VectorXd gamma = loaq_test::random_matrix<double>(d, 1, rng).array().abs() + 0.5;
 
   loaq::GptqOptions opt;
   opt.group_size = 32;
