@@ -74,7 +74,7 @@ void with_grid(const QuantConfig& c, F&& f) {
 }
 
 // Statistics each method needs for a group: plain Ĥ (GPTQ), Ĥ and C (GPTAQ), or an objective.
-inline GroupStats make_stats(const QuantConfig& c, bool output_linear, const Eigen::MatrixXf& W_fp,
+inline GroupStats make_stats(const QuantConfig& c, loaq::LinearRole role, const Eigen::MatrixXf& W_fp,
                              float rms_eps) {
   const Eigen::Index n = W_fp.cols();
   const double a = c.effective_alpha();
@@ -83,7 +83,7 @@ inline GroupStats make_stats(const QuantConfig& c, bool output_linear, const Eig
     case Method::gptaq: return loaq::CalibrationAccumulator<double>(n);
     case Method::qep: return loaq::ObjectiveStats<loaq::LinearOutput>(n, {a});
     default:
-      if (!output_linear) return loaq::ObjectiveStats<loaq::LinearOutput>(n, {a});
+      if (role == loaq::LinearRole::Input) return loaq::ObjectiveStats<loaq::LinearOutput>(n, {a});
       if (c.loaq_normalized)
         return loaq::ObjectiveStats<loaq::NormalizedOutput>(W_fp, {a, c.beta, double(rms_eps), true});
       return loaq::ObjectiveStats<loaq::ResidualOutput>(n, W_fp.rows(), {a, c.beta});
@@ -202,28 +202,29 @@ inline Model quantize_model(const Model& fp, const std::vector<std::vector<int>>
     }
 
     // One group: collect its statistics window by window, then quantize its linears.
-    auto run_group = [&](const char* stage, bool output_linear, const Eigen::MatrixXf& W_fp,
+    auto run_group = [&](const char* stage, const Eigen::MatrixXf& W_fp,
                          const std::function<void(std::size_t, GroupStats&)>& add,
                          std::initializer_list<Linear> linears) {
       report(l, stage);
-      GroupStats st = make_stats(c, output_linear, W_fp, cfg.rms_eps);
+      const loaq::LinearRole role = loaq::llama_linear_role(linear_name(*linears.begin()));
+      GroupStats st = make_stats(c, role, W_fp, cfg.rms_eps);
       for (std::size_t w = 0; w < W; ++w) add(w, st);
       for (Linear k : linears)
         quantize_linear(Lq.weight(k), st, c, "layer " + std::to_string(l) + " " + linear_name(k));
     };
-    run_group("q,k,v", false, Lf.q, [&](std::size_t w, GroupStats& st) {
+    run_group("q,k,v", Lf.q, [&](std::size_t w, GroupStats& st) {
       add_window(st, rms_norm(h_q[w], Lq.attn_norm, cfg.rms_eps), fa[w].x_qkv, nullptr, nullptr, gptaq);
     }, {Linear::q, Linear::k, Linear::v});
-    run_group("o", true, Lf.o, [&](std::size_t w, GroupStats& st) {
+    run_group("o", Lf.o, [&](std::size_t w, GroupStats& st) {
       AttnCapture a;
       attention_block(cfg, Lq, h_q[w], &a);
       add_window(st, a.x_o, fa[w].x_o, &h_q[w], &h_fp[w], gptaq);  // residual: the block input
     }, {Linear::o});
-    run_group("gate,up", false, Lf.gate, [&](std::size_t w, GroupStats& st) {
+    run_group("gate,up", Lf.gate, [&](std::size_t w, GroupStats& st) {
       mid_q[w] = attention_block(cfg, Lq, h_q[w]);
       add_window(st, rms_norm(mid_q[w], Lq.ffn_norm, cfg.rms_eps), fm[w].x_gate_up, nullptr, nullptr, gptaq);
     }, {Linear::gate, Linear::up});
-    run_group("down", true, Lf.down, [&](std::size_t w, GroupStats& st) {
+    run_group("down", Lf.down, [&](std::size_t w, GroupStats& st) {
       MlpCapture m;
       mlp_block(cfg, Lq, mid_q[w], &m);
       add_window(st, m.x_down, fm[w].x_down, &mid_q[w], &mid_fp[w], gptaq);  // residual: mid-block

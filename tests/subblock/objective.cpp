@@ -83,3 +83,10 @@ TEST_CASE("folding an RMSNorm's gamma into the next linear is exact") {
   CHECK((Wq * loaq::rmsnorm(h, gamma, 1e-6) - yq).norm() < 1e-12 * yq.norm());
   CHECK((Wk * loaq::rmsnorm(h, gamma, 1e-6) - yk).norm() < 1e-12 * yk.norm());
 }
+
+TEST_CASE("LLaMA linears get the objective of their role") {
+  for (const char* name : {"q_proj", "k_proj", "v_proj", "gate_proj", "model.layers.0.mlp.up_proj"})
+    CHECK(loaq::llama_linear_role(name) == loaq::LinearRole::Input);
+  for (const char* name : {"o_proj", "model.layers.7.self_attn.o_proj", "down_proj"})
+    CHECK(loaq::llama_linear_role(name) == loaq::LinearRole::Output);
+}

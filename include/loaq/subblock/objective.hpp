@@ -6,6 +6,8 @@
 // needs, accumulates them in streaming batches, and yields the Hessian and target of one linear.
 #pragma once
 
+#include <string>
+
 #include "../solve/targets.hpp"
 #include "../stats/accumulator.hpp"
 #include "rmsnorm.hpp"
@@ -28,7 +30,22 @@ struct NormalizedOutput {
   bool weighted = true;
 };
 
+// Input linears feed a nonlinearity (attention, SwiGLU): their objective is LinearOutput.
+// Output linears are added to the residual stream: ResidualOutput or NormalizedOutput.
 enum class LinearRole { Input, Output };
+
+// The role of a LLaMA-style linear by its Hugging Face name (o_proj and down_proj write to the
+// residual stream; q/k/v_proj and gate/up_proj read the normalized stream). Matches on the suffix,
+// so "model.layers.3.mlp.down_proj" works too.
+inline LinearRole llama_linear_role(const std::string& name) {
+  for (const char* out : {"o_proj", "down_proj"}) {
+    const std::string suffix(out);
+    if (name.size() >= suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return LinearRole::Output;
+  }
+  return LinearRole::Input;
+}
 
 // Streaming statistics of one linear (or one group of linears sharing inputs) under an objective.
 template <class Objective>
