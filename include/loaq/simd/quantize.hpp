@@ -47,6 +47,13 @@ double quantize_column(const Grid& grid, const S* w, const S* scale, const S* ze
 }
 
 #if LOAQ_HAS_SIMD
+// One batch of uniform codes, clamp(round(x/s) + z, lo, hi), in the reference's order of operations.
+template <class Batch>
+inline Batch uniform_codes(const Batch& x, const Batch& s, const Batch& z, const Batch& lo,
+                           const Batch& hi) {
+  return xsimd::min(xsimd::max(xsimd::nearbyint(x / s) + z, lo), hi);
+}
+
 // Uniform grid: code = clamp(round(w/s) + z, 0, maxq), q = s·(code − z), a SIMD batch of rows
 // at a time. The loss is summed per lane in S (a column slice is a few hundred rows; the loss
 // is a diagnostic), then reduced in double.
@@ -62,7 +69,7 @@ double quantize_column(const UniformGrid<S, Bits>& grid, const S* w, const S* sc
   for (; r + lanes <= rows; r += lanes) {
     const batch x = batch::load_unaligned(w + r), s = batch::load_unaligned(scale + r),
                 z = batch::load_unaligned(zero + r);
-    const batch c = xsimd::min(xsimd::max(xsimd::nearbyint(x / s) + z, lo), hi);
+    const batch c = uniform_codes(x, s, z, lo, hi);
     const batch v = s * (c - z);
     v.store_unaligned(q + r);
     c.store_aligned(code_buf);
@@ -113,7 +120,7 @@ void add_pow_error(const UniformGrid<S, Bits>& grid, const S* x, const S* scale,
   for (; r + lanes <= rows; r += lanes) {
     const batch v = batch::load_unaligned(x + r), s = batch::load_unaligned(scale + r),
                 z = batch::load_unaligned(zero + r);
-    const batch c = xsimd::min(xsimd::max(xsimd::nearbyint(v / s) + z, lo), hi);
+    const batch c = uniform_codes(v, s, z, lo, hi);
     xsimd::abs(s * (c - z) - v).store_aligned(diff);
     for (Index h = 0; h < lanes; h += dlanes) {
       const dbatch d = dbatch::load_unaligned(diff + h);  // widens float lanes
