@@ -1,6 +1,7 @@
 // Round-to-nearest: every group quantized independently with its own parameters.
 #pragma once
 
+#include "../simd/quantize.hpp"
 #include "options.hpp"
 
 namespace loaq {
@@ -29,12 +30,10 @@ Report rtn(const Eigen::MatrixBase<DW>& W, const Grid& grid, int group_size,
     fit_params(grid, Ws.middleCols(c0, width), search, p);
     out.scales.col(k) = p.scale;
     out.zeros.col(k) = p.zero;
-    for (Index c = c0; c < c0 + width; ++c) {
+    for (Index c = c0; c < c0 + width; ++c) {  // the column solvers' kernel, without updates
       out.g_idx[c] = int(k);
-      for (Index r = 0; r < m; ++r) {
-        out.codes(r, c) = grid.encode(Ws(r, c), p.scale[r], p.zero[r]);
-        out.weight(r, c) = grid.decode(out.codes(r, c), p.scale[r], p.zero[r]);
-      }
+      simd::quantize_column(grid, &Ws(0, c), p.scale.data(), p.zero.data(), &out.codes(0, c),
+                            &out.weight(0, c), m);
     }
   }
   return Report::success();
