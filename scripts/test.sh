@@ -31,4 +31,5 @@ cmake --install build/release >/dev/null
 cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$root/build/prefix" "${launcher[@]}" >/dev/null
 cmake --build build/consumer -j "$jobs"
 ./build/consumer/consumer
+./build/consumer/consumer_optimized
 echo "== all tests passed"
