@@ -103,7 +103,7 @@ double gptq_peak_in_this_process(Index m, Index n) {
   Mat<S> H = Mat<S>::Identity(n, n);  // the values do not change the footprint
   H.diagonal().array() += S(1);
   loaq::QuantizedWeight<S> out;
-  loaq::gptq(W, H, loaq::UniformGrid<S, 4>(false), solver_options(), out);
+  (void)loaq::gptq(W, H, loaq::UniformGrid<S, 4>(false), solver_options(), out);
   return bench::peak_rss_bytes() - base;
 }
 
@@ -138,7 +138,7 @@ ShapeData make_statistics(const Shape& s, const Config& cfg) {
     const Mat<double> X = Xhat + 0.05 * bench::synthetic_inputs<double>(s.n, cfg.tokens, 200 + b);
     const Mat<double> Rhat = bench::synthetic_inputs<double>(s.m, cfg.tokens, 300 + b);
     const Mat<double> R = Rhat + 0.05 * bench::synthetic_inputs<double>(s.m, cfg.tokens, 400 + b);
-    acc.add_batch(Xhat, X, Rhat, R);
+    (void)acc.add_batch(Xhat, X, Rhat, R);
   }
   return {acc.hessian(), acc.cross(), acc.residual_cross()};
 }
@@ -165,26 +165,32 @@ double bench_accumulation(const Shape& s, const Config& cfg, const bench::Machin
   return t;
 }
 
-// The inverse factor always runs in double (PreparedHessian holds InverseFactor<double>).
-void bench_factor(const Shape& s, const Mat<double>& H, const bench::MachineRates& md, int reps,
+// The inverse factor in the solver's scalar (float solves factor in float, as the reference).
+template <class S>
+void bench_factor(const Shape& s, const Mat<double>& H, const bench::MachineRates& mr, int reps,
                   bool warm) {
-  loaq::InverseFactor<double> f;
+  loaq::InverseFactor<S> f;
   const double t = bench::time_best(
       reps, [&] { f.compute(H); }, warm);
   const double gflop = 2.0 / 3.0 * double(s.n) * double(s.n) * double(s.n) * 1e-9;
   std::string note;
 #ifdef LOAQ_BENCH_BLAS
-  // OpenBLAS potrf + trtri on the same damped, reversed matrix.
-  Mat<double> A;
+  // OpenBLAS potrf + trtri on the same damped, reversed matrix, in the same precision.
+  Mat<S> A;
   const double lambda = f.damping();
   const int N = int(s.n);
   const double t_lapack = bench::time_best(
       reps,
       [&] {
-        A = H.reverse();
-        A.diagonal().array() += lambda;
-        LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', N, A.data(), N);
-        LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'L', 'N', N, A.data(), N);
+        A = H.reverse().cast<S>();
+        A.diagonal().array() += S(lambda);
+        if constexpr (std::is_same<S, float>::value) {
+          LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', N, A.data(), N);
+          LAPACKE_strtri(LAPACK_COL_MAJOR, 'L', 'N', N, A.data(), N);
+        } else {
+          LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', N, A.data(), N);
+          LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'L', 'N', N, A.data(), N);
+        }
       },
       warm);
   char b[96];
@@ -192,7 +198,8 @@ void bench_factor(const Shape& s, const Mat<double>& H, const bench::MachineRate
                 t_lapack * 1e3, t / t_lapack);
   note = b;
 #endif
-  row("inverse factor (double)", t, gflop, md.gemm_eigen, "Eigen dgemm", note);
+  row(std::is_same<S, float>::value ? "inverse factor (float)" : "inverse factor (double)", t,
+      gflop, mr.gemm_eigen, std::is_same<S, float>::value ? "Eigen sgemm" : "Eigen dgemm", note);
 }
 
 // The float layer, its Hessian and loaq's result for bench/reference_gptq.py.
@@ -233,26 +240,25 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
               long(cfg.tokens), cfg.threads);
 
   if (cfg.runs("accumulate")) bench_accumulation<S>(s, cfg, mr, big ? 2 : 5);
-  if (cfg.runs("factor") && (std::is_same<S, double>::value || !cfg.run_double))
-    bench_factor(s, st.H, md, reps, warm);
+  if (cfg.runs("factor")) bench_factor<S>(s, st.H, mr, reps, warm);
 
   const Mat<S> W = bench::synthetic_weight<S>(s.m, s.n, 1);
   const Mat<S> H = st.H.cast<S>();
   const loaq::UniformGrid<S, 4> grid(false);
   const loaq::GptqOptions opt = solver_options();
   loaq::QuantizedWeight<S> out;
-  loaq::PreparedHessian prep;
-  loaq::prepare_hessian(H, opt.act_order, opt.damping, prep);
+  loaq::PreparedHessian<S> prep;
+  if (!loaq::prepare_hessian(H, opt.act_order, opt.damping, prep).ok()) std::abort();
   auto best = [&](auto&& f) { return bench::time_best(reps, f, warm); };
 
   if (cfg.runs("loop")) {
     const double t =
-        best([&] { loaq::internal::solve_columns(W, prep, grid, opt, nullptr, out, nullptr); });
+        best([&] { (void)loaq::internal::solve_columns(W, prep, grid, opt, nullptr, out, nullptr); });
     row("column loop", t, m * n * n * 1e-9, mr.gemm_eigen, gemm_name);
   }
 
   if (cfg.runs("gptq") || cfg.runs("mse") || cfg.runs("gptaq") || cfg.runs("loaq")) {
-    const double t_gptq = best([&] { loaq::gptq(W, H, grid, opt, out); });
+    const double t_gptq = best([&] { (void)loaq::gptq(W, H, grid, opt, out); });
     row("gptq (whole solve)", t_gptq, (m * n * n + 2.0 / 3.0 * n * n * n) * 1e-9, mr.gemm_eigen,
         gemm_name);
     if (!cfg.export_dir.empty() && std::is_same<S, float>::value)
@@ -261,12 +267,12 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
     if (cfg.runs("mse")) {  // the MSE shrink search: 80 candidate grids per group and row
       loaq::GptqOptions mse = opt;
       mse.search.mse = true;
-      const double t = best([&] { loaq::gptq(W, H, grid, mse, out); });
+      const double t = best([&] { (void)loaq::gptq(W, H, grid, mse, out); });
       row_plain("gptq with MSE search", t, over(t, t_gptq));
     }
     if (cfg.runs("gptaq")) {
       const Mat<S> C = st.C.cast<S>();
-      const double t = best([&] { loaq::gptaq(W, H, C, grid, opt, 0.25, out); });
+      const double t = best([&] { (void)loaq::gptaq(W, H, C, grid, opt, 0.25, out); });
       row_plain("gptaq (whole solve)", t, over(t, t_gptq));
     }
     // LoaQ: W* = W + α·W·C·Ĥ⁻¹ + β·G·Ĥ⁻¹ with Ĥ⁻¹ = UᵀU (one GEMM, two triangular multiplies:
@@ -276,10 +282,14 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
       Mat<S> target;
       const double t_target =
           best([&] { target = loaq::closed_form_target<S>(W, &st.C, &st.G, prep, tw); });
-      row("loaq target W* (double)", t_target, 4.0 * m * n * n * 1e-9, md.gemm_eigen, "Eigen dgemm",
+      row("loaq target W*", t_target, 4.0 * m * n * n * 1e-9, mr.gemm_eigen, gemm_name,
           over(t_gptq + t_target, t_gptq));
-      const double t = best([&] { loaq::solve_target(W, H, &st.C, &st.G, tw, grid, opt, out); });
+      const double t = best([&] { (void)loaq::solve_target(W, H, &st.C, &st.G, tw, grid, opt, out); });
       row_plain("loaq (whole solve)", t, over(t, t_gptq));
+      const double t_qep = best([&] {
+        (void)loaq::solve_target(W, H, &st.C, nullptr, {0.5, 0.0}, grid, opt, out);
+      });
+      row_plain("qep (whole solve)", t_qep, over(t_qep, t_gptq));
     }
   }
 

@@ -14,8 +14,11 @@ both times, the speedup, and how many codes agree. Needs Debian's python3-torch 
 """
 import argparse
 import json
+import os
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -29,7 +32,7 @@ def read_safetensors(path):
     header = json.loads(raw[8:8 + header_len])
     meta = header.pop("__metadata__", {})
     start = 8 + header_len
-    dtypes = {"F32": np.float32, "F64": np.float64}
+    dtypes = {"F32": np.float32, "F64": np.float64, "U8": np.uint8, "I32": np.int32}
     tensors = {}
     for name, info in header.items():
         begin, end = info["data_offsets"]
@@ -98,17 +101,40 @@ def fasterquant(W, H, bits, group, blocksize, percdamp):
     return Q, scales
 
 
+def time_cli(cli, path, threads, bits, group, blocksize, percdamp, reps):
+    """Best wall time of `loaq-quantize` on the layer, and its dequantized weight."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "q.safetensors")
+        cmd = [cli, "--in", path, "--out", out, "--method", "gptq", "--bits", str(bits),
+               "--group", str(group if group > 0 else -1), "--block", str(blocksize),
+               "--damp", repr(percdamp), "--threads", str(threads)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+            times.append(time.perf_counter() - t0)
+        q, _ = read_safetensors(out)
+    return min(times), q["weight"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: the threads loaq_bench used)")
     ap.add_argument("--reps", type=int, default=7, help="timed runs per layer (best)")
+    ap.add_argument("--cli", default=None,
+                    help="also time this loaq-quantize end to end (process start, reading the "
+                         "layer, solve, writing the result) on the same layer and threads")
     ap.add_argument("layers", nargs="+")
     args = ap.parse_args()
 
     print(f"torch {torch.__version__}, float32 on the CPU")
-    print(f"{'layer':<22} {'threads':>7} {'loaq [s]':>9} {'torch [s]':>10} {'speedup':>8} "
-          f"{'codes equal':>12}")
+    head = (f"{'layer':<22} {'threads':>7} {'loaq [s]':>9} {'torch [s]':>10} {'speedup':>8} "
+            f"{'codes equal':>12}")
+    if args.cli:
+        head += f" {'CLI e2e [s]':>12} {'torch/CLI':>10} {'CLI codes':>10}"
+    print(head)
     for path in args.layers:
         t, meta = read_safetensors(path)
         threads = args.threads or int(meta.get("threads", "1"))
@@ -131,8 +157,13 @@ def main():
         step = torch.cat([s.expand(-1, min(g, n - k * g)) for k, s in enumerate(scales)], 1)
         equal = ((Q - t["loaq_weight"]).abs() < 0.25 * step).double().mean().item()
         name = path.rsplit("/", 1)[-1].removesuffix(".safetensors")
-        print(f"{name:<22} {threads:>7} {t_loaq:>9.3f} {t_torch:>10.3f} "
-              f"{t_torch / t_loaq:>7.1f}x {100 * equal:>11.3f}%")
+        line = (f"{name:<22} {threads:>7} {t_loaq:>9.3f} {t_torch:>10.3f} "
+                f"{t_torch / t_loaq:>7.1f}x {100 * equal:>11.3f}%")
+        if args.cli:
+            t_cli, Q_cli = time_cli(args.cli, path, threads, bits, group, blocksize, percdamp, reps)
+            cli_equal = ((Q - Q_cli).abs() < 0.25 * step).double().mean().item()
+            line += f" {t_cli:>12.3f} {t_torch / t_cli:>9.1f}x {100 * cli_equal:>9.3f}%"
+        print(line)
         sys.stdout.flush()
 
 

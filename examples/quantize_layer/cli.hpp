@@ -428,7 +428,7 @@ void solve_and_write(const Args& a, const Problem& p, const Grid& grid, std::ost
 
   loaq::io::SafetensorsWriter w;
   w.add_matrix("weight", out.weight, loaq::io::DType::F32);
-  w.add_matrix("codes", out.codes.template cast<int>(), loaq::io::DType::U8);
+  w.add_matrix("codes", out.codes, loaq::io::DType::U8);
   w.add_matrix("scales", out.scales, loaq::io::DType::F32);
   w.add_matrix("zeros", out.zeros, loaq::io::DType::F32);
   w.add_vector("g_idx", out.g_idx, loaq::io::DType::I32);

@@ -67,6 +67,9 @@ expect_err "same file" "$Q" --in "$tmp/layer.st" --out "$tmp/./layer.st"
 
 # Awkward data: a clear error or a correct, finite result; never a crash, never NaN.
 python3 "$(dirname "$0")/make_inputs.py" "$tmp" || bad "make_inputs.py failed"
+timeout 20 "$Q" --in /dev/zero --out "$tmp/x.st" >"$tmp/log" 2>&1; rc=$?
+{ [ $rc -eq 1 ] && grep -qi "safetensors\|header\|file" "$tmp/log"; } && ok ||
+  bad "--in /dev/zero must fail fast with a message (rc=$rc): $(head -c 300 "$tmp/log")"
 expect_err "0 tokens" "$Q" --in "$tmp/zero_tokens.st" --out "$tmp/x.st"
 expect_err "needs about" "$Q" --in "$tmp/huge_n.st" --out "$tmp/x.st"
 expect_err "not symmetric" "$Q" --in "$tmp/asym.st" --out "$tmp/x.st"

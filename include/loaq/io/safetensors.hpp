@@ -171,10 +171,20 @@ class SafetensorsReader {
                          std::to_string(t.shape.size()) + " dimensions");
     check_dim(name, 0, t.shape[0], rows);
     check_dim(name, 1, t.shape[1], cols);
-    std::vector<Scalar> v = floats<Scalar>(name);
     Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> M(t.shape[0], t.shape[1]);
     // An empty tensor may declare a huge other axis: no loop over it.
-    if (v.empty()) return M;
+    if (t.numel() == 0) return M;
+    // F32/F64 stored aligned (the usual case): one vectorized transposing cast, no copy.
+    const char* p = bytes_.data() + data_start_ + t.begin;
+    if (t.dtype == DType::F32 && reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0) {
+      M = row_major<float>(p, t.shape[0], t.shape[1]).template cast<Scalar>();
+      return M;
+    }
+    if (t.dtype == DType::F64 && reinterpret_cast<std::uintptr_t>(p) % alignof(double) == 0) {
+      M = row_major<double>(p, t.shape[0], t.shape[1]).template cast<Scalar>();
+      return M;
+    }
+    std::vector<Scalar> v = floats<Scalar>(name);
     for (std::int64_t r = 0; r < t.shape[0]; ++r)
       for (std::int64_t c = 0; c < t.shape[1]; ++c) M(r, c) = v[std::size_t(r * t.shape[1] + c)];
     return M;
@@ -225,6 +235,11 @@ class SafetensorsReader {
  private:
   using Index = Eigen::Index;
 
+  template <class T>
+  static Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>
+  row_major(const char* p, std::int64_t rows, std::int64_t cols) {
+    return {reinterpret_cast<const T*>(p), Index(rows), Index(cols)};
+  }
   template <class T>
   static T load(const char* p, std::size_t i) {
     T x;
@@ -345,8 +360,13 @@ class SafetensorsWriter {
   template <class Derived>
   void add_matrix(const std::string& name, const Eigen::MatrixBase<Derived>& M, DType dtype) {
     std::vector<char> bytes;
-    for (Eigen::Index r = 0; r < M.rows(); ++r)
-      for (Eigen::Index c = 0; c < M.cols(); ++c) append(bytes, double(M(r, c)), dtype);
+    // The common dtypes in one vectorized transposing cast; the rest value by value.
+    if (dtype == DType::F32) bytes = row_major_bytes<float>(M);
+    else if (dtype == DType::F64) bytes = row_major_bytes<double>(M);
+    else if (dtype == DType::U8) bytes = row_major_bytes<std::uint8_t>(M);
+    else
+      for (Eigen::Index r = 0; r < M.rows(); ++r)
+        for (Eigen::Index c = 0; c < M.cols(); ++c) append(bytes, double(M(r, c)), dtype);
     add_raw(name, dtype, {std::int64_t(M.rows()), std::int64_t(M.cols())}, std::move(bytes));
   }
   template <class Derived>
@@ -419,6 +439,14 @@ class SafetensorsWriter {
     std::vector<std::int64_t> shape;
     std::vector<char> bytes;
   };
+  template <class T, class Derived>
+  static std::vector<char> row_major_bytes(const Eigen::MatrixBase<Derived>& M) {
+    const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> R =
+        M.template cast<T>();
+    std::vector<char> b(std::size_t(R.size()) * sizeof(T));
+    if (!b.empty()) std::memcpy(b.data(), R.data(), b.size());
+    return b;
+  }
   template <class T>
   static void put(std::vector<char>& b, T x) {
     char raw[sizeof(T)];

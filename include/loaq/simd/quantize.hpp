@@ -61,7 +61,7 @@ double quantize_column(const UniformGrid<S, Bits>& grid, const S* w, const S* sc
                        std::uint8_t* codes, S* q, Index rows) {
   using batch = xsimd::batch<S>;
   constexpr Index lanes = Index(batch::size);
-  const batch lo(S(0)), hi(S(UniformGrid<S, Bits>::maxq));
+  const batch lo(S(0)), hi(static_cast<S>(UniformGrid<S, Bits>::maxq));  // not S(...): vexing parse
   double loss = 0;
   alignas(64) S code_buf[lanes], diff_buf[lanes];
   Index r = 0;
@@ -107,7 +107,7 @@ void add_pow_error(const UniformGrid<S, Bits>& grid, const S* x, const S* scale,
   using batch = xsimd::batch<S>;
   using dbatch = xsimd::batch<double>;
   constexpr Index lanes = Index(batch::size), dlanes = Index(dbatch::size);
-  const batch lo(S(0)), hi(S(UniformGrid<S, Bits>::maxq));
+  const batch lo(S(0)), hi(static_cast<S>(UniformGrid<S, Bits>::maxq));  // not S(...): vexing parse
   const dbatch dp = dbatch(double(p)), dzero = dbatch(0.0);
   alignas(64) S diff[lanes];
   alignas(64) double pw[dlanes];
