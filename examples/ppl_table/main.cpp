@@ -35,6 +35,7 @@ struct Options {
   std::vector<std::string> methods;
   std::vector<std::pair<int, int>> settings;  // (bits, group)
   int calib_windows = 32, eval_windows = 32, seq_len = 256;
+  int threads = loaq::llm::detail::hardware_threads();  // results do not depend on it
   unsigned seed = 0;
   bool sym = false, act_order = false;
   double alpha = -1;            // < 0: the method's default (GPTAQ 0.25, QEP 0.5, LoaQ 1)
@@ -83,7 +84,7 @@ Options parse(int argc, char** argv) {
           "  [--settings BITS:GROUP,...  (default 3:128; group -1 = per row)]\n"
           "  [--calib-text F] [--eval-text F] [--calib-windows N (32)] [--eval-windows E (32, -1 all)]\n"
           "  [--seq-len L (256)] [--seed S (0)] [--sym] [--act-order] [--alpha A] [--beta B]\n"
-          "  [--loaq-objective normalized|residual] [--table-out FILE]\n"
+          "  [--loaq-objective normalized|residual] [--table-out FILE] [--threads N (all cores)]\n"
           "Fetch the model first with scripts/fetch_model.sh (or pass --model / set LOAQ_MODEL).\n");
       std::exit(0);
     } else if (f == "--model") o.model = value();
@@ -104,6 +105,7 @@ Options parse(int argc, char** argv) {
       if (v != "normalized" && v != "residual") die("--loaq-objective is normalized or residual");
       o.loaq_normalized = v == "normalized";
     } else if (f == "--table-out") o.table_out = value();
+    else if (f == "--threads") o.threads = to_int(f, value());
     else die("unknown option " + f + " (see --help)");
   }
   for (const auto& m : split(methods, ',')) {
@@ -122,6 +124,7 @@ Options parse(int argc, char** argv) {
   if (o.methods.empty() || o.settings.empty()) die("nothing to run");
   if (o.seq_len < 2 || o.calib_windows < 1 || o.eval_windows == 0 || o.eval_windows < -1)
     die("--seq-len ≥ 2, --calib-windows ≥ 1, --eval-windows ≥ 1 or -1");
+  if (o.threads < 1) die("--threads must be at least 1");
   return o;
 }
 
@@ -138,10 +141,14 @@ std::string label(const Options& o, int bits, int group) {
   return s;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // Quantizes `fp` with one method: the name picks a policy type, the pipeline does the rest.
 llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& calib,
                     const std::string& m, const Options& o, int bits, int group,
-                    const std::function<void(const llm::Progress&)>& progress) {
+                    const std::function<void(const llm::Progress&)>& progress, llm::SequentialTimes& times) {
   if (m == "fp") return fp;
   auto alpha = [&](double def) { return o.alpha >= 0 ? o.alpha : def; };
   llm::SequentialOptions so;
@@ -150,23 +157,24 @@ llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& c
   so.solver.act_order = o.act_order;
   so.solver.damping.percdamp = 0.01;
   so.progress = progress;
+  so.threads = o.threads;
   llm::Model q;
   llm::with_uniform_grid(bits, o.sym, [&](const auto& grid) {
-    if (m == "rtn") q = llm::quantize_rtn(fp, grid, group, loaq::ParamSearch{}, progress);
-    else if (m == "gptq") q = llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, so);
-    else if (m == "gptaq") q = llm::quantize_sequential(fp, calib, llm::Gptaq{alpha(0.25)}, grid, so);
-    else if (m == "qep") q = llm::quantize_sequential(fp, calib, llm::qep(alpha(0.5)), grid, so);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (m == "rtn") {
+      q = llm::quantize_rtn(fp, grid, group, loaq::ParamSearch{}, progress);
+      times.solve_s += seconds_since(t0);
+    } else if (m == "gptq") q = llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, so, &times);
+    else if (m == "gptaq") q = llm::quantize_sequential(fp, calib, llm::Gptaq{alpha(0.25)}, grid, so, &times);
+    else if (m == "qep") q = llm::quantize_sequential(fp, calib, llm::qep(alpha(0.5)), grid, so, &times);
     else if (o.loaq_normalized)
-      q = llm::quantize_sequential(fp, calib, llm::loaq_normalized(alpha(1), o.beta), grid, so);
+      q = llm::quantize_sequential(fp, calib, llm::loaq_normalized(alpha(1), o.beta), grid, so, &times);
     else
-      q = llm::quantize_sequential(fp, calib, llm::loaq_residual(alpha(1), o.beta), grid, so);
+      q = llm::quantize_sequential(fp, calib, llm::loaq_residual(alpha(1), o.beta), grid, so, &times);
   });
   return q;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 }  // namespace
 
@@ -197,7 +205,8 @@ int main(int argc, char** argv) {
 
     struct Row {
       std::string method, setting;
-      double ppl, quant_s;
+      double ppl, quant_s, eval_s;
+      llm::SequentialTimes split;
     };
     std::vector<Row> rows;
     double fp_ppl = -1;
@@ -206,20 +215,22 @@ int main(int argc, char** argv) {
         if (m == "fp" && fp_ppl >= 0) continue;  // one FP row is enough
         const std::string setting = m == "fp" ? "-" : label(o, bits, group);
         const auto t0 = std::chrono::steady_clock::now();
+        llm::SequentialTimes split;
         const llm::Model q = quantize(fp, calib, m, o, bits, group, [&](const llm::Progress& p) {
           if (p.stage == "q,k,v" || p.stage == "rtn") {
             std::printf("  [%s %s] layer %d/%d %s  %.1f s\n", m.c_str(), setting.c_str(), p.layer,
                         p.layers, p.stage.c_str(), p.elapsed_s);
             std::fflush(stdout);
           }
-        });
+        }, split);
         const double quant_s = seconds_since(t0);
-        const auto ppl = llm::perplexity(q, evals);
+        const auto ppl = llm::perplexity(q, evals, o.threads);
+        const double eval_s = seconds_since(t0) - quant_s;
         if (m == "fp") fp_ppl = ppl.ppl;
         std::printf("%-6s %-12s ppl %.3f  (quantize %.1f s, eval %.1f s)\n", m.c_str(), setting.c_str(),
-                    ppl.ppl, quant_s, seconds_since(t0) - quant_s);
+                    ppl.ppl, quant_s, eval_s);
         std::fflush(stdout);
-        rows.push_back({m, setting, ppl.ppl, quant_s});
+        rows.push_back({m, setting, ppl.ppl, quant_s, eval_s, split});
       }
     }
     std::ostringstream table;
@@ -231,6 +242,21 @@ int main(int argc, char** argv) {
       table << buf;
     }
     std::printf("\n%s", table.str().c_str());
+    // Where the time went (wall clock, s): forward passes of both streams, statistics, solves,
+    // and the evaluation's forward passes.
+    std::printf("\ntime split with %d thread(s), s:\n| method | setting | forward | statistics | solve | evaluation |\n"
+                "|---|---|---|---|---|---|\n", o.threads);
+    llm::SequentialTimes sum;
+    double eval_sum = 0;
+    for (const Row& r : rows) {
+      std::printf("| %s | %s | %.1f | %.1f | %.1f | %.1f |\n", r.method.c_str(), r.setting.c_str(),
+                  r.split.forward_s, r.split.stats_s, r.split.solve_s, r.eval_s);
+      sum.forward_s += r.split.forward_s;
+      sum.stats_s += r.split.stats_s;
+      sum.solve_s += r.split.solve_s;
+      eval_sum += r.eval_s;
+    }
+    std::printf("| all | | %.1f | %.1f | %.1f | %.1f |\n", sum.forward_s, sum.stats_s, sum.solve_s, eval_sum);
     std::printf("\ntotal %.1f s\n", seconds_since(t_start));
     if (!o.table_out.empty()) {
       std::ofstream f(o.table_out);

@@ -9,6 +9,7 @@
 #include <loaq/llm/perplexity.hpp>
 
 #include "real_model.hpp"
+#include "tiny_model.hpp"
 
 TEST_CASE("real SmolLM2: forward matches the numpy reference; sub-block captures are consistent") {
   if (loaq_test::skip_without_model()) return;
@@ -52,4 +53,29 @@ TEST_CASE("real SmolLM2: forward matches the numpy reference; sub-block captures
 
   CHECK_THROWS_AS(m.model.embed({0, 49152}), std::out_of_range);
   CHECK_THROWS_AS(loaq::llm::window_nll(m.model, {5}), std::invalid_argument);
+}
+
+TEST_CASE("decoder: optional biases (Qwen2-style q/k/v, o, MLP) are added where the file has them") {
+  const loaq::llm::Model m = loaq_test::tiny_model(11);
+  const loaq::llm::Config& c = m.config;
+  const Eigen::MatrixXf h = m.embed({1, 5, 7, 2, 9});
+  loaq::llm::DecoderLayer L = m.layers[0];
+  const Eigen::MatrixXf attn = loaq::llm::attention_block(c, L, h), mlp = loaq::llm::mlp_block(c, L, h);
+  // Zero biases change nothing; an output bias is added to every token.
+  for (auto k : {loaq::llm::Linear::q, loaq::llm::Linear::k, loaq::llm::Linear::v})
+    L.bias[int(k)] = Eigen::VectorXf::Zero(L.weight(k).rows());
+  CHECK(loaq::llm::attention_block(c, L, h) == attn);
+  const Eigen::VectorXf b = Eigen::VectorXf::LinSpaced(c.d_model, -1.f, 1.f);
+  L.bias[int(loaq::llm::Linear::o)] = b;
+  CHECK(loaq::llm::attention_block(c, L, h).isApprox(attn + b.replicate(1, h.cols())));
+  L.bias[int(loaq::llm::Linear::down)] = b;
+  CHECK(loaq::llm::mlp_block(c, L, h).isApprox(mlp + b.replicate(1, h.cols())));
+  // A v bias shifts every context vector by the same amount (softmax weights sum to 1).
+  loaq::llm::DecoderLayer V = m.layers[0];
+  V.bias[int(loaq::llm::Linear::v)] = Eigen::VectorXf::Constant(V.v.rows(), 0.5f);
+  loaq::llm::AttnCapture a0, a1;
+  loaq::llm::attention_block(c, m.layers[0], h, &a0);
+  loaq::llm::attention_block(c, V, h, &a1);
+  CHECK((a1.x_o - a0.x_o).isApprox(Eigen::MatrixXf::Constant(a0.x_o.rows(), a0.x_o.cols(), 0.5f), 1e-4f));
+  CHECK(loaq::llm::linear(L.o, Eigen::VectorXf(), h) == L.o * h);
 }

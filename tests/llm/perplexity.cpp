@@ -22,3 +22,18 @@ TEST_CASE("perplexity windows follow the GPTQ reference") {
   CHECK_THROWS_AS(llm::perplexity({}, [](const std::vector<int>&) { return 0.0; }),
                   std::invalid_argument);
 }
+
+TEST_CASE("random_windows: GPTQ's seeded sampler") {
+  std::vector<int> ids(100);
+  for (int i = 0; i < 100; ++i) ids[std::size_t(i)] = i;
+  const auto a = llm::random_windows(ids, 5, 10, 0), b = llm::random_windows(ids, 5, 10, 0);
+  REQUIRE(a.size() == 5);
+  CHECK(a == b);  // same seed, same windows
+  for (const auto& w : a) {
+    REQUIRE(w.size() == 10);
+    CHECK(w.back() - w.front() == 9);  // contiguous
+    CHECK(w.back() <= 98);             // the last start leaves one token after the window
+  }
+  CHECK(llm::random_windows(ids, 5, 10, 1) != a);
+  CHECK_THROWS_AS(llm::random_windows(ids, 1, 99, 0), std::invalid_argument);
+}

@@ -106,6 +106,23 @@ TEST_CASE("sequential: every method quantizes every decoder linear onto its grid
   CHECK(t.solve_s >= 0);
 }
 
+TEST_CASE("sequential: a model with biases; the output linears' residual includes their bias") {
+  llm::Model fp = tiny_model(12);
+  for (auto& L : fp.layers)
+    for (auto k : kAll) L.bias[int(k)] = Eigen::VectorXf::Constant(L.weight(k).rows(), 0.1f);
+  const auto calib = random_token_windows(4, 24, 13);
+  const loaq::UniformGrid<float, 3> grid(false);
+  check_on_grid(fp, llm::quantize_sequential(fp, calib, llm::loaq_normalized(), grid, options(16)));
+  check_on_grid(fp, llm::quantize_sequential(fp, calib, llm::loaq_residual(), grid, options(16)));
+  // β = 0 on the residual objective ignores r, r̂: the bias then changes nothing in the o solve's
+  // statistics, and layer 0's o equals the one of the same model with the o bias moved away.
+  llm::Model shifted = fp;
+  for (auto& L : shifted.layers) L.bias[int(llm::Linear::o)] = Eigen::VectorXf::Constant(L.o.rows(), -0.3f);
+  const auto a = llm::quantize_sequential(fp, calib, llm::loaq_residual(1, 0), grid, options(16));
+  const auto b = llm::quantize_sequential(shifted, calib, llm::loaq_residual(1, 0), grid, options(16));
+  CHECK(a.layers[0].o == b.layers[0].o);
+}
+
 TEST_CASE("sequential: 8-bit GPTQ is near FP; methods reduce to each other where the theory says") {
   const llm::Model fp = tiny_model(3);
   const auto calib = random_token_windows(6, 24, 4);
@@ -134,6 +151,25 @@ TEST_CASE("sequential: 8-bit GPTQ is near FP; methods reduce to each other where
   CHECK(custom.layers[0].o != gptq.layers[0].o);
 }
 
+TEST_CASE("sequential and perplexity: results do not depend on the thread count") {
+  const llm::Model fp = tiny_model(7);
+  const auto calib = random_token_windows(5, 24, 8);
+  const auto evals = random_token_windows(5, 24, 9);
+  const loaq::UniformGrid<float, 3> grid(false);
+  llm::SequentialOptions o = options(16);
+  const llm::Model one = llm::quantize_sequential(fp, calib, llm::loaq_normalized(0.5, 0.25), grid, o);
+  for (int threads : {2, 3, 8}) {
+    CAPTURE(threads);
+    o.threads = threads;
+    const llm::Model many = llm::quantize_sequential(fp, calib, llm::loaq_normalized(0.5, 0.25), grid, o);
+    for (std::size_t l = 0; l < fp.layers.size(); ++l)
+      for (auto k : kAll) CHECK(many.layers[l].weight(k) == one.layers[l].weight(k));
+    const auto p1 = llm::perplexity(many, evals, 1), pn = llm::perplexity(many, evals, threads);
+    CHECK(p1.mean_nll == pn.mean_nll);
+    CHECK(pn.windows == 5);
+  }
+}
+
 TEST_CASE("sequential: bad settings are errors, not crashes") {
   const llm::Model fp = tiny_model(5);
   const loaq::UniformGrid<float, 4> grid(false);
@@ -145,4 +181,12 @@ TEST_CASE("sequential: bad settings are errors, not crashes") {
   using Wrong = llm::ObjectiveMethod<loaq::ResidualOutput, loaq::ResidualOutput>;
   CHECK_THROWS_AS(llm::quantize_sequential(fp, random_token_windows(2, 8, 1), Wrong{}, grid, options(8)),
                   std::runtime_error);
+  // An error on a worker thread reaches the caller too.
+  llm::SequentialOptions o = options(0);
+  o.threads = 3;
+  CHECK_THROWS_AS(llm::quantize_sequential(fp, random_token_windows(4, 8, 1), llm::Gptq{}, grid, o),
+                  std::runtime_error);
+  std::vector<std::vector<int>> bad = random_token_windows(4, 8, 2);
+  bad[2][3] = 99;  // outside the vocabulary: embed throws inside a task
+  CHECK_THROWS_AS(llm::perplexity(fp, bad, 3), std::out_of_range);
 }

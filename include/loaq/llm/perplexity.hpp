@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "decoder.hpp"
+#include "detail/parallel.hpp"
 
 namespace loaq {
 namespace llm {
@@ -93,10 +94,24 @@ inline Perplexity perplexity(const std::vector<std::vector<int>>& wins,
   return r;
 }
 
-// Perplexity of a model on windows of a tokenized text.
-inline Perplexity perplexity(const Model& m, const std::vector<std::vector<int>>& wins,
+// Perplexity of a model on windows of a tokenized text, one window per task on up to `threads`
+// threads; the windows' nll are summed in window order, so the result does not depend on threads.
+inline Perplexity perplexity(const Model& m, const std::vector<std::vector<int>>& wins, int threads = 1,
                              const std::function<void(int, int)>& progress = {}) {
-  return perplexity(wins, [&](const std::vector<int>& w) { return window_nll(m, w); }, progress);
+  if (wins.empty()) throw std::invalid_argument("perplexity: no windows (text too short?)");
+  std::vector<double> nll(wins.size());
+  Perplexity r;
+  double sum = 0;
+  detail::ordered_pipeline(
+      wins.size(), threads, [&](std::size_t w) { nll[w] = window_nll(m, wins[w]); },
+      [&](std::size_t w) {
+        sum += nll[w];
+        ++r.windows;
+        if (progress) progress(r.windows, int(wins.size()));
+      });
+  r.mean_nll = sum / r.windows;
+  r.ppl = std::exp(r.mean_nll);
+  return r;
 }
 
 }  // namespace llm

@@ -17,6 +17,7 @@
 // A new method or objective is a new type; the loop below does not change.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <stdexcept>
@@ -26,6 +27,7 @@
 
 #include "../loaq.hpp"
 #include "decoder.hpp"
+#include "detail/parallel.hpp"
 
 namespace loaq {
 namespace llm {
@@ -61,7 +63,8 @@ struct Progress {
   double elapsed_s = 0;
 };
 
-// Where the pipeline's time went (seconds, wall clock).
+// Where the pipeline's wall-clock time went (seconds). With several threads the statistics of one
+// window overlap the forward passes of the next ones; that overlap counts as statistics.
 struct SequentialTimes {
   double forward_s = 0;  // both streams' forward passes
   double stats_s = 0;    // Method::add
@@ -71,6 +74,9 @@ struct SequentialTimes {
 struct SequentialOptions {
   GptqOptions solver;                               // block, group, act-order, damping, MSE
   std::function<void(const Progress&)> progress;    // called when a layer's group starts
+  // Threads for coarse tasks: forward passes per window, solves per linear of a group. Statistics
+  // are added in window order on the calling thread, so the result is the same for every count.
+  int threads = 1;
 };
 
 // Runs f(UniformGrid<float, bits>(sym)) for a bit width known at run time (2..8).
@@ -149,6 +155,11 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
     for (std::size_t w = 0; w < W; ++w) h_fp[w] = h_q[w] = fp.embed(calib[w]);
   }
 
+  const int threads = std::max(1, options.threads);
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+
   for (int l = 0; l < layers; ++l) {
     const DecoderLayer& Lf = fp.layers[std::size_t(l)];
     DecoderLayer& Lq = q.layers[std::size_t(l)];
@@ -158,92 +169,99 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
     std::vector<Eigen::MatrixXf> mid_fp(W), next_fp(W), mid_q(W);
     {
       detail::Stopwatch sw(&tm.forward_s);
-      for (std::size_t w = 0; w < W; ++w) {
+      detail::parallel_for(W, threads, [&](std::size_t w) {
         mid_fp[w] = attention_block(cfg, Lf, h_fp[w], &fa[w]);
         next_fp[w] = mlp_block(cfg, Lf, mid_fp[w], &fm[w]);
-      }
+      });
     }
 
-    // One group: for each window, `inputs(w, add)` runs the quantized stream as far as the group
-    // and hands its Batch to `add`; then every linear of the group is solved.
-    auto run_group = [&](auto tag, const char* stage, const Eigen::MatrixXf& W_fp, auto&& inputs,
-                         std::initializer_list<Linear> linears) {
+    // One group: `input(w)` runs window w's quantized stream as far as the group and returns the
+    // linears' input x̂ (any thread); `add(st, w, x̂)` adds the window (calling thread, in order).
+    // Then every linear of the group is solved, one task per linear.
+    auto run_group = [&](auto tag, const char* stage, const Eigen::MatrixXf& W_fp, auto&& input,
+                         auto&& add, std::initializer_list<Linear> linears) {
       using G = decltype(tag);
-      if (options.progress)
-        options.progress({l + 1, layers, stage,
-                          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+      if (options.progress) options.progress({l + 1, layers, stage, seconds_since(t0)});
       G g;
       g.layer = l;
       g.fp_weight = &W_fp;
       g.norm_eps = cfg.rms_eps;
       auto st = method.stats(g);
-      for (std::size_t w = 0; w < W; ++w) {
-        double fwd = 0;
-        {
-          detail::Stopwatch total(&tm.stats_s);
-          inputs(w, &fwd, [&](const Batch& b) { detail::check(method.add(st, b), "statistics"); });
-        }
-        tm.stats_s -= fwd;  // the forward part of the window is counted as forward
-        tm.forward_s += fwd;
-      }
+      std::vector<Eigen::MatrixXf> xh(W);
+      double stats_s = 0;
+      const auto t_loop = std::chrono::steady_clock::now();
+      detail::ordered_pipeline(
+          W, threads, [&](std::size_t w) { xh[w] = input(w); },
+          [&](std::size_t w) {
+            detail::Stopwatch sw(&stats_s);
+            add(st, w, xh[w]);
+            xh[w] = Eigen::MatrixXf();  // done with it
+          });
+      tm.stats_s += stats_s;
+      tm.forward_s += seconds_since(t_loop) - stats_s;
       detail::Stopwatch sw(&tm.solve_s);
-      for (Linear k : linears) {
-        Eigen::MatrixXf& Wq = Lq.weight(k);
+      const std::vector<Linear> ks(linears);
+      detail::parallel_for(ks.size(), threads, [&](std::size_t i) {
+        Eigen::MatrixXf& Wq = Lq.weight(ks[i]);
         QuantizedWeight<float> out;
         detail::check(method.solve(st, static_cast<const Eigen::MatrixXf&>(Wq), grid, options.solver, out),
-                      "layer " + std::to_string(l) + " " + linear_name(k));
+                      "layer " + std::to_string(l) + " " + linear_name(ks[i]));
         Wq = out.weight;
-      }
+      });
     };
-    // The residual stream an output linear's result is added to (with its bias, if any).
-    auto residual = [](const Eigen::MatrixXf& h, const Eigen::VectorXf& b) {
-      Eigen::MatrixXf r = h;
-      if (b.size()) r.colwise() += b;
-      return r;
+    auto add_input = [&](auto& st, const Eigen::MatrixXf& xh, const Eigen::MatrixXf& x) {
+      detail::check(method.add(st, Batch{xh, x}), "statistics");
     };
-    const bool o_bias = Lq.bias_of(Linear::o).size() > 0, down_bias = Lq.bias_of(Linear::down).size() > 0;
+    // Output linears also see the residual streams their result is added to (with the bias).
+    auto add_output = [&](auto& st, const Eigen::MatrixXf& xh, const Eigen::MatrixXf& x,
+                          const Eigen::MatrixXf& rh, const Eigen::MatrixXf& r, const Eigen::VectorXf& bq,
+                          const Eigen::VectorXf& bf) {
+      if (!bq.size() && !bf.size()) return detail::check(method.add(st, Batch{xh, x, &rh, &r}), "statistics");
+      Eigen::MatrixXf rh_b = rh, r_b = r;
+      if (bq.size()) rh_b.colwise() += bq;
+      if (bf.size()) r_b.colwise() += bf;
+      detail::check(method.add(st, Batch{xh, x, &rh_b, &r_b}), "statistics");
+    };
 
-    run_group(InputGroup{}, "q,k,v", Lf.q, [&](std::size_t w, double* fwd, auto&& add) {
-      Eigen::MatrixXf xh;
-      {
-        detail::Stopwatch sw(fwd);
-        xh = rms_norm(h_q[w], Lq.attn_norm, cfg.rms_eps);
-      }
-      add(Batch{xh, fa[w].x_qkv});
-    }, {Linear::q, Linear::k, Linear::v});
-    run_group(OutputGroup{}, "o", Lf.o, [&](std::size_t w, double* fwd, auto&& add) {
-      AttnCapture a;
-      {
-        detail::Stopwatch sw(fwd);
-        attention_block(cfg, Lq, h_q[w], &a);
-      }
-      if (!o_bias) return add(Batch{a.x_o, fa[w].x_o, &h_q[w], &h_fp[w]});  // residual: the block input
-      const Eigen::MatrixXf rh = residual(h_q[w], Lq.bias_of(Linear::o)), r = residual(h_fp[w], Lf.bias_of(Linear::o));
-      add(Batch{a.x_o, fa[w].x_o, &rh, &r});
-    }, {Linear::o});
-    run_group(InputGroup{}, "gate,up", Lf.gate, [&](std::size_t w, double* fwd, auto&& add) {
-      Eigen::MatrixXf xh;
-      {
-        detail::Stopwatch sw(fwd);
-        mid_q[w] = attention_block(cfg, Lq, h_q[w]);
-        xh = rms_norm(mid_q[w], Lq.ffn_norm, cfg.rms_eps);
-      }
-      add(Batch{xh, fm[w].x_gate_up});
-    }, {Linear::gate, Linear::up});
-    run_group(OutputGroup{}, "down", Lf.down, [&](std::size_t w, double* fwd, auto&& add) {
-      MlpCapture m;
-      {
-        detail::Stopwatch sw(fwd);
-        mlp_block(cfg, Lq, mid_q[w], &m);
-      }
-      if (!down_bias) return add(Batch{m.x_down, fm[w].x_down, &mid_q[w], &mid_fp[w]});  // residual: mid-block
-      const Eigen::MatrixXf rh = residual(mid_q[w], Lq.bias_of(Linear::down)),
-                            r = residual(mid_fp[w], Lf.bias_of(Linear::down));
-      add(Batch{m.x_down, fm[w].x_down, &rh, &r});
-    }, {Linear::down});
+    run_group(
+        InputGroup{}, "q,k,v", Lf.q,
+        [&](std::size_t w) { return Eigen::MatrixXf(rms_norm(h_q[w], Lq.attn_norm, cfg.rms_eps)); },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) { add_input(st, xh, fa[w].x_qkv); },
+        {Linear::q, Linear::k, Linear::v});
+    run_group(
+        OutputGroup{}, "o", Lf.o,
+        [&](std::size_t w) {
+          AttnCapture a;
+          attention_block(cfg, Lq, h_q[w], &a);
+          return std::move(a.x_o);
+        },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: the block input
+          add_output(st, xh, fa[w].x_o, h_q[w], h_fp[w], Lq.bias_of(Linear::o), Lf.bias_of(Linear::o));
+        },
+        {Linear::o});
+    run_group(
+        InputGroup{}, "gate,up", Lf.gate,
+        [&](std::size_t w) {
+          mid_q[w] = attention_block(cfg, Lq, h_q[w]);
+          return Eigen::MatrixXf(rms_norm(mid_q[w], Lq.ffn_norm, cfg.rms_eps));
+        },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) { add_input(st, xh, fm[w].x_gate_up); },
+        {Linear::gate, Linear::up});
+    run_group(
+        OutputGroup{}, "down", Lf.down,
+        [&](std::size_t w) {
+          MlpCapture m;
+          mlp_block(cfg, Lq, mid_q[w], &m);
+          return std::move(m.x_down);
+        },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: mid-block
+          add_output(st, xh, fm[w].x_down, mid_q[w], mid_fp[w], Lq.bias_of(Linear::down),
+                     Lf.bias_of(Linear::down));
+        },
+        {Linear::down});
 
     detail::Stopwatch sw(&tm.forward_s);
-    for (std::size_t w = 0; w < W; ++w) h_q[w] = mlp_block(cfg, Lq, mid_q[w]);
+    detail::parallel_for(W, threads, [&](std::size_t w) { h_q[w] = mlp_block(cfg, Lq, mid_q[w]); });
     h_fp = std::move(next_fp);
   }
   return q;
