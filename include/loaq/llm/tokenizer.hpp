@@ -1,4 +1,5 @@
-// Byte-level BPE tokenizer (GPT-2 style) built from a GGUF file's tokenizer.ggml.* metadata.
+// Byte-level BPE tokenizer (GPT-2 style) built from a GGUF file's tokenizer.ggml.* metadata
+// (SmolLM2, GPT-2 and other models whose tokenizer.ggml.model is "gpt2").
 //
 // encode: split special (control) tokens out of the text, pre-tokenize each remaining span with
 // the file's declared pre-tokenizer, map each piece's bytes to GPT-2's printable byte alphabet,
@@ -12,16 +13,17 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <loaq/io/gguf.hpp>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
-#include "unicode_ranges.hpp"
+#include "../io/gguf.hpp"
+#include "detail/unicode_ranges.hpp"
 
-namespace smollm2 {
+namespace loaq {
+namespace llm {
 
 namespace unicode {
 
@@ -396,4 +398,5 @@ class Tokenizer {
   int bos_id_ = -1, eos_id_ = -1;
 };
 
-}  // namespace smollm2
+}  // namespace llm
+}  // namespace loaq

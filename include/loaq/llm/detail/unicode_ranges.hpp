@@ -5,7 +5,8 @@
 
 #include <cstdint>
 
-namespace smollm2 {
+namespace loaq {
+namespace llm {
 namespace unicode {
 
 struct CategoryRange {
@@ -240,4 +241,5 @@ inline constexpr CategoryRange kCategoryRanges[] = {
 };
 
 }  // namespace unicode
-}  // namespace smollm2
+}  // namespace llm
+}  // namespace loaq

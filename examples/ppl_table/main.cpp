@@ -1,36 +1,50 @@
-// smollm2-ptq: quantize SmolLM2-135M layer by layer with each method and print a perplexity table.
+// loaq-ppl-table: quantize a LLaMA-family GGUF model (default SmolLM2-135M) layer by layer with
+// each method and print a perplexity table.
 //
-//   smollm2-ptq [--model M.gguf] [--methods fp,rtn,gptq,gptaq,qep,loaq] [--settings 3:128,...]
+//   loaq-ppl-table [--model M.gguf] [--methods fp,rtn,gptq,gptaq,qep,loaq] [--settings 3:128,...]
 //               [--calib-text F] [--eval-text F] [--calib-windows N] [--eval-windows E]
 //               [--seq-len L] [--seed S] [--sym] [--act-order] [--alpha A] [--beta B]
 //               [--loaq-objective normalized|residual] [--table-out FILE]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iterator>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "paths.hpp"
-#include "pipeline.hpp"
-#include "tokenizer.hpp"
+#include <loaq/llm/decoder.hpp>
+#include <loaq/llm/methods.hpp>
+#include <loaq/llm/perplexity.hpp>
+#include <loaq/llm/sequential.hpp>
+#include <loaq/llm/tokenizer.hpp>
+
+#include "../common/model_path.hpp"
+
+namespace llm = loaq::llm;
 
 namespace {
 
+const char* const kMethods[] = {"fp", "rtn", "gptq", "gptaq", "qep", "loaq"};
+
 struct Options {
   std::string model, calib_text, eval_text, table_out;
-  std::vector<smollm2::Method> methods;
+  std::vector<std::string> methods;
   std::vector<std::pair<int, int>> settings;  // (bits, group)
   int calib_windows = 32, eval_windows = 32, seq_len = 256;
+  int threads = loaq::llm::detail::hardware_threads();  // results do not depend on it
   unsigned seed = 0;
-  smollm2::QuantConfig base;
+  bool sym = false, act_order = false;
+  double alpha = -1;            // < 0: the method's default (GPTAQ 0.25, QEP 0.5, LoaQ 1)
+  double beta = 1;              // LoaQ residual-drift weight
+  bool loaq_normalized = true;  // LoaQ output linears: normalized (true) or residual objective
 };
 
 [[noreturn]] void die(const std::string& msg, int code = 2) {
-  std::fprintf(stderr, "smollm2-ptq: %s\n", msg.c_str());
+  std::fprintf(stderr, "loaq-ppl-table: %s\n", msg.c_str());
   std::exit(code);
 }
 
@@ -54,7 +68,7 @@ int to_int(const std::string& flag, const std::string& v) {
 
 Options parse(int argc, char** argv) {
   Options o;
-  o.model = smollm2::default_model_path();
+  o.model = loaq_examples::default_model_path();
   o.calib_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/calib_1790_1981.txt";
   o.eval_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/eval_1982_2021.txt";
   std::string methods = "fp,rtn,gptq,gptaq,qep,loaq", settings = "3:128";
@@ -66,11 +80,11 @@ Options parse(int argc, char** argv) {
     };
     if (f == "--help" || f == "-h") {
       std::printf(
-          "usage: smollm2-ptq [--model M.gguf] [--methods fp,rtn,gptq,gptaq,qep,loaq]\n"
+          "usage: loaq-ppl-table [--model M.gguf] [--methods fp,rtn,gptq,gptaq,qep,loaq]\n"
           "  [--settings BITS:GROUP,...  (default 3:128; group -1 = per row)]\n"
           "  [--calib-text F] [--eval-text F] [--calib-windows N (32)] [--eval-windows E (32, -1 all)]\n"
           "  [--seq-len L (256)] [--seed S (0)] [--sym] [--act-order] [--alpha A] [--beta B]\n"
-          "  [--loaq-objective normalized|residual] [--table-out FILE]\n"
+          "  [--loaq-objective normalized|residual] [--table-out FILE] [--threads N (all cores)]\n"
           "Fetch the model first with scripts/fetch_model.sh (or pass --model / set LOAQ_MODEL).\n");
       std::exit(0);
     } else if (f == "--model") o.model = value();
@@ -82,21 +96,22 @@ Options parse(int argc, char** argv) {
     else if (f == "--eval-windows") o.eval_windows = to_int(f, value());
     else if (f == "--seq-len") o.seq_len = to_int(f, value());
     else if (f == "--seed") o.seed = unsigned(to_int(f, value()));
-    else if (f == "--sym") o.base.sym = true;
-    else if (f == "--act-order") o.base.act_order = true;
-    else if (f == "--alpha") o.base.alpha = std::atof(value().c_str());
-    else if (f == "--beta") o.base.beta = std::atof(value().c_str());
+    else if (f == "--sym") o.sym = true;
+    else if (f == "--act-order") o.act_order = true;
+    else if (f == "--alpha") o.alpha = std::atof(value().c_str());
+    else if (f == "--beta") o.beta = std::atof(value().c_str());
     else if (f == "--loaq-objective") {
       const std::string v = value();
       if (v != "normalized" && v != "residual") die("--loaq-objective is normalized or residual");
-      o.base.loaq_normalized = v == "normalized";
+      o.loaq_normalized = v == "normalized";
     } else if (f == "--table-out") o.table_out = value();
+    else if (f == "--threads") o.threads = to_int(f, value());
     else die("unknown option " + f + " (see --help)");
   }
-  try {
-    for (const auto& m : split(methods, ',')) o.methods.push_back(smollm2::parse_method(m));
-  } catch (const std::exception& e) {
-    die(e.what());
+  for (const auto& m : split(methods, ',')) {
+    if (std::find(std::begin(kMethods), std::end(kMethods), m) == std::end(kMethods))
+      die("unknown method '" + m + "' (fp, rtn, gptq, gptaq, qep, loaq)");
+    o.methods.push_back(m);
   }
   for (const auto& s : split(settings, ',')) {
     const auto p = split(s, ':');
@@ -109,6 +124,7 @@ Options parse(int argc, char** argv) {
   if (o.methods.empty() || o.settings.empty()) die("nothing to run");
   if (o.seq_len < 2 || o.calib_windows < 1 || o.eval_windows == 0 || o.eval_windows < -1)
     die("--seq-len ≥ 2, --calib-windows ≥ 1, --eval-windows ≥ 1 or -1");
+  if (o.threads < 1) die("--threads must be at least 1");
   return o;
 }
 
@@ -118,22 +134,47 @@ std::string read_text(const std::string& path) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
-// GPTQ's calibration sampler: random windows of L tokens from the tokenized text (seeded).
-std::vector<std::vector<int>> random_windows(const std::vector<int>& ids, int n, int L, unsigned seed) {
-  if (ids.size() < std::size_t(L) + 2) die("calibration text has fewer than seq-len tokens", 1);
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<std::size_t> start(0, ids.size() - std::size_t(L) - 1);
-  std::vector<std::vector<int>> out;
-  for (int i = 0; i < n; ++i) {
-    const std::size_t b = start(rng);
-    out.emplace_back(ids.begin() + std::ptrdiff_t(b), ids.begin() + std::ptrdiff_t(b) + L);
-  }
-  return out;
+std::string label(const Options& o, int bits, int group) {
+  std::string s = "W" + std::to_string(bits) + (group > 0 ? " g" + std::to_string(group) : " per-row");
+  if (o.sym) s += " sym";
+  if (o.act_order) s += " act";
+  return s;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+
+// Quantizes `fp` with one method: the name picks a policy type, the pipeline does the rest.
+llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& calib,
+                    const std::string& m, const Options& o, int bits, int group,
+                    const std::function<void(const llm::Progress&)>& progress, llm::SequentialTimes& times) {
+  if (m == "fp") return fp;
+  auto alpha = [&](double def) { return o.alpha >= 0 ? o.alpha : def; };
+  llm::SequentialOptions so;
+  so.solver.block_size = 128;
+  so.solver.group_size = group;
+  so.solver.act_order = o.act_order;
+  so.solver.damping.percdamp = 0.01;
+  so.progress = progress;
+  so.threads = o.threads;
+  llm::Model q;
+  llm::with_uniform_grid(bits, o.sym, [&](const auto& grid) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (m == "rtn") {
+      q = llm::quantize_rtn(fp, grid, group, loaq::ParamSearch{}, progress);
+      times.solve_s += seconds_since(t0);
+    } else if (m == "gptq") q = llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, so, &times);
+    else if (m == "gptaq") q = llm::quantize_sequential(fp, calib, llm::Gptaq{alpha(0.25)}, grid, so, &times);
+    else if (m == "qep") q = llm::quantize_sequential(fp, calib, llm::qep(alpha(0.5)), grid, so, &times);
+    else if (o.loaq_normalized)
+      q = llm::quantize_sequential(fp, calib, llm::loaq_normalized(alpha(1), o.beta), grid, so, &times);
+    else
+      q = llm::quantize_sequential(fp, calib, llm::loaq_residual(alpha(1), o.beta), grid, so, &times);
+  });
+  return q;
+}
+
 
 }  // namespace
 
@@ -141,19 +182,20 @@ int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
   try {
     const auto t_start = std::chrono::steady_clock::now();
-    if (!smollm2::file_exists(o.model))
+    if (!loaq_examples::file_exists(o.model))
       die("model not found at " + o.model + "\n  fetch it with: bash scripts/fetch_model.sh"
           "\n  or pass --model PATH / set LOAQ_MODEL", 1);
     const loaq::io::GgufReader gguf(o.model);
-    const smollm2::Model fp = smollm2::Model::load(gguf);
-    const smollm2::Tokenizer tok = smollm2::Tokenizer::from_gguf(gguf);
+    const llm::Model fp = llm::Model::load(gguf);
+    const llm::Tokenizer tok = llm::Tokenizer::from_gguf(gguf);
     std::printf("model %s: %d layers, d %d, ff %d (%.1f s)\n", o.model.c_str(), fp.config.n_layers,
                 fp.config.d_model, fp.config.d_ff, seconds_since(t_start));
 
     const std::vector<int> calib_ids = tok.encode(read_text(o.calib_text), false);
     const std::vector<int> eval_ids = tok.encode(read_text(o.eval_text), false);
-    const auto calib = random_windows(calib_ids, o.calib_windows, o.seq_len, o.seed);
-    const auto evals = smollm2::windows(eval_ids, o.seq_len, o.eval_windows);
+    if (calib_ids.size() < std::size_t(o.seq_len) + 2) die("calibration text has fewer than seq-len tokens", 1);
+    const auto calib = llm::random_windows(calib_ids, o.calib_windows, o.seq_len, o.seed);
+    const auto evals = llm::windows(eval_ids, o.seq_len, o.eval_windows);
     if (evals.empty()) die("evaluation text has fewer than seq-len tokens", 1);
     std::printf("calibration: %d windows x %d tokens from %s (%zu tokens)\n", o.calib_windows,
                 o.seq_len, o.calib_text.c_str(), calib_ids.size());
@@ -163,33 +205,32 @@ int main(int argc, char** argv) {
 
     struct Row {
       std::string method, setting;
-      double ppl, quant_s;
+      double ppl, quant_s, eval_s;
+      llm::SequentialTimes split;
     };
     std::vector<Row> rows;
     double fp_ppl = -1;
     for (const auto& [bits, group] : o.settings) {
-      for (smollm2::Method m : o.methods) {
-        if (m == smollm2::Method::fp && fp_ppl >= 0) continue;  // one FP row is enough
-        smollm2::QuantConfig c = o.base;
-        c.method = m;
-        c.bits = bits;
-        c.group = group;
-        const std::string setting = m == smollm2::Method::fp ? "-" : c.label();
+      for (const std::string& m : o.methods) {
+        if (m == "fp" && fp_ppl >= 0) continue;  // one FP row is enough
+        const std::string setting = m == "fp" ? "-" : label(o, bits, group);
         const auto t0 = std::chrono::steady_clock::now();
-        const smollm2::Model q = smollm2::quantize_model(fp, calib, c, [&](const smollm2::Progress& p) {
+        llm::SequentialTimes split;
+        const llm::Model q = quantize(fp, calib, m, o, bits, group, [&](const llm::Progress& p) {
           if (p.stage == "q,k,v" || p.stage == "rtn") {
-            std::printf("  [%s %s] layer %d/%d %s  %.1f s\n", smollm2::method_name(m), setting.c_str(),
-                        p.layer, p.layers, p.stage.c_str(), p.elapsed_s);
+            std::printf("  [%s %s] layer %d/%d %s  %.1f s\n", m.c_str(), setting.c_str(), p.layer,
+                        p.layers, p.stage.c_str(), p.elapsed_s);
             std::fflush(stdout);
           }
-        });
+        }, split);
         const double quant_s = seconds_since(t0);
-        const auto ppl = smollm2::perplexity(evals, [&](const std::vector<int>& w) { return q.nll(w); });
-        if (m == smollm2::Method::fp) fp_ppl = ppl.ppl;
-        std::printf("%-6s %-12s ppl %.3f  (quantize %.1f s, eval %.1f s)\n", smollm2::method_name(m),
-                    setting.c_str(), ppl.ppl, quant_s, seconds_since(t0) - quant_s);
+        const auto ppl = llm::perplexity(q, evals, o.threads);
+        const double eval_s = seconds_since(t0) - quant_s;
+        if (m == "fp") fp_ppl = ppl.ppl;
+        std::printf("%-6s %-12s ppl %.3f  (quantize %.1f s, eval %.1f s)\n", m.c_str(), setting.c_str(),
+                    ppl.ppl, quant_s, eval_s);
         std::fflush(stdout);
-        rows.push_back({smollm2::method_name(m), setting, ppl.ppl, quant_s});
+        rows.push_back({m, setting, ppl.ppl, quant_s, eval_s, split});
       }
     }
     std::ostringstream table;
@@ -201,6 +242,21 @@ int main(int argc, char** argv) {
       table << buf;
     }
     std::printf("\n%s", table.str().c_str());
+    // Where the time went (wall clock, s): forward passes of both streams, statistics, solves,
+    // and the evaluation's forward passes.
+    std::printf("\ntime split with %d thread(s), s:\n| method | setting | forward | statistics | solve | evaluation |\n"
+                "|---|---|---|---|---|---|\n", o.threads);
+    llm::SequentialTimes sum;
+    double eval_sum = 0;
+    for (const Row& r : rows) {
+      std::printf("| %s | %s | %.1f | %.1f | %.1f | %.1f |\n", r.method.c_str(), r.setting.c_str(),
+                  r.split.forward_s, r.split.stats_s, r.split.solve_s, r.eval_s);
+      sum.forward_s += r.split.forward_s;
+      sum.stats_s += r.split.stats_s;
+      sum.solve_s += r.split.solve_s;
+      eval_sum += r.eval_s;
+    }
+    std::printf("| all | | %.1f | %.1f | %.1f | %.1f |\n", sum.forward_s, sum.stats_s, sum.solve_s, eval_sum);
     std::printf("\ntotal %.1f s\n", seconds_since(t_start));
     if (!o.table_out.empty()) {
       std::ofstream f(o.table_out);

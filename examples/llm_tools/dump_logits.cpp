@@ -1,7 +1,7 @@
 // Runs the float model on the first N tokens of a text and writes the logits, for
 // scripts/check_forward.py (an independent numpy forward over the `gguf` package's reader).
 //
-//   smollm2-dump-logits --model M.gguf --text FILE [--tokens 64] --out LOGITS.bin
+//   loaq-dump-logits --model M.gguf --text FILE [--tokens 64] --out LOGITS.bin
 //
 // Output (little-endian): int32 T, int32 V, T × int32 token ids, T × V float32 logits
 // (token-major: the V logits of token 0 first).
@@ -13,8 +13,9 @@
 #include <iterator>
 #include <string>
 
-#include "model.hpp"
-#include "tokenizer.hpp"
+#include <loaq/llm/decoder.hpp>
+#include <loaq/llm/perplexity.hpp>
+#include <loaq/llm/tokenizer.hpp>
 
 int main(int argc, char** argv) {
   std::string model_path, text_path, out_path;
@@ -41,14 +42,14 @@ int main(int argc, char** argv) {
     if (model_path.empty() || text_path.empty() || out_path.empty() || n_tokens < 2)
       throw std::invalid_argument("need --model, --text, --out and --tokens >= 2");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "smollm2-dump-logits: %s\nusage: smollm2-dump-logits --model M.gguf "
+    std::fprintf(stderr, "loaq-dump-logits: %s\nusage: loaq-dump-logits --model M.gguf "
                  "--text FILE [--tokens 64] --out LOGITS.bin\n", e.what());
     return 2;
   }
   try {
     const loaq::io::GgufReader gguf(model_path);
-    const smollm2::Tokenizer tok = smollm2::Tokenizer::from_gguf(gguf);
-    const smollm2::Model model = smollm2::Model::load(gguf);
+    const loaq::llm::Tokenizer tok = loaq::llm::Tokenizer::from_gguf(gguf);
+    const loaq::llm::Model model = loaq::llm::Model::load(gguf);
     std::ifstream f(text_path, std::ios::binary);
     if (!f) throw std::runtime_error("cannot open " + text_path);
     const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
@@ -61,7 +62,7 @@ int main(int argc, char** argv) {
     const Eigen::MatrixXf logits = model.forward(ids);  // V × T, column per token
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::fprintf(stderr, "%d tokens: forward %.3f s, mean next-token nll %.6f\n", n_tokens, s,
-                 smollm2::next_token_nll(logits, ids));
+                 loaq::llm::next_token_nll(logits, ids));
 
     std::ofstream out(out_path, std::ios::binary);
     auto put = [&](const void* p, std::size_t n) { out.write(static_cast<const char*>(p), std::streamsize(n)); };
@@ -75,7 +76,7 @@ int main(int argc, char** argv) {
     put(logits.data(), sizeof(float) * std::size_t(logits.size()));  // column-major = token-major
     if (!out) throw std::runtime_error("write failed: " + out_path);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "smollm2-dump-logits: %s\n", e.what());
+    std::fprintf(stderr, "loaq-dump-logits: %s\n", e.what());
     return 1;
   }
   return 0;

@@ -1,12 +1,12 @@
-// Where the SmolLM2 GGUF file is expected: $LOAQ_MODEL, else the cache that
-// scripts/fetch_model.sh fills ($LOAQ_CACHE or ~/.cache/loaq).
+// Where the example programs and the model tests look for the GGUF file: $LOAQ_MODEL, else the
+// cache that scripts/fetch_model.sh fills ($LOAQ_CACHE or ~/.cache/loaq) with SmolLM2-135M.
 #pragma once
 
 #include <cstdlib>
 #include <fstream>
 #include <string>
 
-namespace smollm2 {
+namespace loaq_examples {
 
 inline const char* kModelFile = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -21,4 +21,4 @@ inline std::string default_model_path() {
 
 inline bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
 
-}  // namespace smollm2
+}  // namespace loaq_examples

@@ -1,7 +1,7 @@
 // Tokenizes a text file with the GGUF file's tokenizer and writes the ids, one per line (for
 // scripts/check_tokenizer.py, which compares them with Hugging Face `tokenizers`).
 //
-//   smollm2-tokenize --model M.gguf --text FILE [--out IDS.txt] [--no-special]
+//   loaq-tokenize --model M.gguf --text FILE [--out IDS.txt] [--no-special]
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -10,7 +10,7 @@
 #include <iterator>
 #include <string>
 
-#include "tokenizer.hpp"
+#include <loaq/llm/tokenizer.hpp>
 
 int main(int argc, char** argv) {
   std::string model, text_path, out_path;
@@ -28,16 +28,16 @@ int main(int argc, char** argv) {
       else if (a == "--no-special") special = false;
       else throw std::invalid_argument("unknown argument " + a);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "smollm2-tokenize: %s\n", e.what());
+      std::fprintf(stderr, "loaq-tokenize: %s\n", e.what());
       return 2;
     }
   }
   if (model.empty() || text_path.empty()) {
-    std::fprintf(stderr, "usage: smollm2-tokenize --model M.gguf --text FILE [--out IDS.txt] [--no-special]\n");
+    std::fprintf(stderr, "usage: loaq-tokenize --model M.gguf --text FILE [--out IDS.txt] [--no-special]\n");
     return 2;
   }
   try {
-    const smollm2::Tokenizer tok = smollm2::Tokenizer::from_gguf(loaq::io::GgufReader(model));
+    const loaq::llm::Tokenizer tok = loaq::llm::Tokenizer::from_gguf(loaq::io::GgufReader(model));
     std::ifstream f(text_path, std::ios::binary);
     if (!f) throw std::runtime_error("cannot open " + text_path);
     const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     for (int id : ids) std::fprintf(out, "%d\n", id);
     if (out != stdout && std::fclose(out) != 0) throw std::runtime_error("write failed: " + out_path);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "smollm2-tokenize: %s\n", e.what());
+    std::fprintf(stderr, "loaq-tokenize: %s\n", e.what());
     return 1;
   }
   return 0;

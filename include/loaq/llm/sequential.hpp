@@ -1,0 +1,271 @@
+// Sequential layer-by-layer PTQ of a LLaMA-family decoder (spec §6, GPTQ --true-sequential order):
+// per decoder layer, run the FP layer on the FP stream (inputs of every linear and the FP
+// residuals), then quantize [q,k,v] → [o] → [gate,up] → [down], re-running the partially
+// quantized layer on the quantized stream before each group; then advance both streams.
+//
+// What a group of linears collects and how each linear is solved is a Method, a policy type
+// (methods.hpp has GPTQ, GPTAQ, QEP and LoaQ). A Method M provides, for G = InputGroup (q,k,v and
+// gate,up: read RMSNorm(h)) and G = OutputGroup (o and down: written into the residual stream):
+//
+//   S    m.stats(const G& g) const;                     // empty statistics for the group's input width
+//   Report m.add(S& s, const Batch& b) const;           // one calibration window, in window order
+//   template <class Grid>
+//   Report m.solve(const S& s, const Eigen::MatrixXf& W, const Grid& grid,
+//                  const GptqOptions& opt, QuantizedWeight<float>& out) const;  // one linear
+//
+// S may differ between the two groups (LoaQ: a linear-output objective in, a normalized one out).
+// A new method or objective is a new type; the loop below does not change.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../loaq.hpp"
+#include "decoder.hpp"
+#include "detail/parallel.hpp"
+
+namespace loaq {
+namespace llm {
+
+// What the pipeline tells a method about one group of linears that share an input.
+struct GroupInfo {
+  int layer = 0;
+  const Eigen::MatrixXf* fp_weight = nullptr;  // FP weight of the group's first linear (m × n)
+  float norm_eps = 1e-5f;                      // ε of the RMSNorm that reads the residual next
+  Eigen::Index inputs() const { return fp_weight->cols(); }   // n
+  Eigen::Index outputs() const { return fp_weight->rows(); }  // m
+};
+// Where the group sits in its sub-block (loaq::llama_linear_role of its linears), as a type.
+template <LinearRole R>
+struct Group : GroupInfo {
+  static constexpr LinearRole role = R;
+};
+using InputGroup = Group<LinearRole::Input>;    // q,k,v and gate,up
+using OutputGroup = Group<LinearRole::Output>;  // o and down
+
+// One calibration window for a group: x̂, x the linears' inputs in the quantized and the FP model
+// (n × T); for an output group also r̂, r, the residual streams its output is added to (m × T).
+struct Batch {
+  const Eigen::MatrixXf& x_hat;
+  const Eigen::MatrixXf& x;
+  const Eigen::MatrixXf* r_hat = nullptr;
+  const Eigen::MatrixXf* r = nullptr;
+};
+
+struct Progress {
+  int layer = 0, layers = 0;
+  std::string stage;
+  double elapsed_s = 0;
+};
+
+// Where the pipeline's wall-clock time went (seconds). With several threads the statistics of one
+// window overlap the forward passes of the next ones; that overlap counts as statistics.
+struct SequentialTimes {
+  double forward_s = 0;  // both streams' forward passes
+  double stats_s = 0;    // Method::add
+  double solve_s = 0;    // Method::solve
+};
+
+struct SequentialOptions {
+  GptqOptions solver;                               // block, group, act-order, damping, MSE
+  std::function<void(const Progress&)> progress;    // called when a layer's group starts
+  // Threads for coarse tasks: forward passes per window, solves per linear of a group. Statistics
+  // are added in window order on the calling thread, so the result is the same for every count.
+  int threads = 1;
+};
+
+// Runs f(UniformGrid<float, bits>(sym)) for a bit width known at run time (2..8).
+template <class F>
+void with_uniform_grid(int bits, bool sym, F&& f) {
+  switch (bits) {
+    case 2: return f(UniformGrid<float, 2>(sym));
+    case 3: return f(UniformGrid<float, 3>(sym));
+    case 4: return f(UniformGrid<float, 4>(sym));
+    case 5: return f(UniformGrid<float, 5>(sym));
+    case 6: return f(UniformGrid<float, 6>(sym));
+    case 7: return f(UniformGrid<float, 7>(sym));
+    case 8: return f(UniformGrid<float, 8>(sym));
+    default: throw std::invalid_argument("bits must be in 2..8");
+  }
+}
+
+namespace detail {
+
+inline void check(const Report& r, const std::string& where) {
+  if (!r.ok()) throw std::runtime_error(where + ": " + to_string(r.status) + ": " + r.message);
+}
+
+class Stopwatch {
+ public:
+  explicit Stopwatch(double* sink) : sink_(sink), t0_(std::chrono::steady_clock::now()) {}
+  ~Stopwatch() {
+    if (sink_) *sink_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  }
+
+ private:
+  double* sink_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+}  // namespace detail
+
+// RTN baseline: every decoder linear rounded to the grid, group by group, no calibration.
+template <class Grid>
+Model quantize_rtn(const Model& fp, const Grid& grid, int group_size, const ParamSearch& search = {},
+                   const std::function<void(const Progress&)>& progress = {}) {
+  Model q = fp;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int layers = int(fp.layers.size());
+  for (int l = 0; l < layers; ++l) {
+    for (Linear k : {Linear::q, Linear::k, Linear::v, Linear::o, Linear::gate, Linear::up, Linear::down}) {
+      Eigen::MatrixXf& W = q.layers[std::size_t(l)].weight(k);
+      QuantizedWeight<float> out;
+      detail::check(rtn(W, grid, group_size, search, out), "rtn");
+      W = out.weight;
+    }
+    if (progress)
+      progress({l + 1, layers, "rtn",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+  }
+  return q;
+}
+
+// Returns a copy of `fp` with every decoder linear quantized by `method` on `grid` (the LM head
+// and the embeddings stay in full precision). `calib`: calibration windows, one sequence each.
+template <class Method, class Grid>
+Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& calib,
+                          const Method& method, const Grid& grid, const SequentialOptions& options = {},
+                          SequentialTimes* times = nullptr) {
+  if (calib.empty()) throw std::invalid_argument("quantize_sequential: no calibration windows");
+  SequentialTimes local;
+  SequentialTimes& tm = times ? *times : local;
+  const auto t0 = std::chrono::steady_clock::now();
+  Model q = fp;
+  const Config& cfg = fp.config;
+  const int layers = int(fp.layers.size());
+  const std::size_t W = calib.size();
+  std::vector<Eigen::MatrixXf> h_fp(W), h_q(W);
+  {
+    detail::Stopwatch sw(&tm.forward_s);
+    for (std::size_t w = 0; w < W; ++w) h_fp[w] = h_q[w] = fp.embed(calib[w]);
+  }
+
+  const int threads = std::max(1, options.threads);
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+
+  for (int l = 0; l < layers; ++l) {
+    const DecoderLayer& Lf = fp.layers[std::size_t(l)];
+    DecoderLayer& Lq = q.layers[std::size_t(l)];
+    // FP layer on the FP stream: every linear's input and both residual streams.
+    std::vector<AttnCapture> fa(W);
+    std::vector<MlpCapture> fm(W);
+    std::vector<Eigen::MatrixXf> mid_fp(W), next_fp(W), mid_q(W);
+    {
+      detail::Stopwatch sw(&tm.forward_s);
+      detail::parallel_for(W, threads, [&](std::size_t w) {
+        mid_fp[w] = attention_block(cfg, Lf, h_fp[w], &fa[w]);
+        next_fp[w] = mlp_block(cfg, Lf, mid_fp[w], &fm[w]);
+      });
+    }
+
+    // One group: `input(w)` runs window w's quantized stream as far as the group and returns the
+    // linears' input x̂ (any thread); `add(st, w, x̂)` adds the window (calling thread, in order).
+    // Then every linear of the group is solved, one task per linear.
+    auto run_group = [&](auto tag, const char* stage, const Eigen::MatrixXf& W_fp, auto&& input,
+                         auto&& add, std::initializer_list<Linear> linears) {
+      using G = decltype(tag);
+      if (options.progress) options.progress({l + 1, layers, stage, seconds_since(t0)});
+      G g;
+      g.layer = l;
+      g.fp_weight = &W_fp;
+      g.norm_eps = cfg.rms_eps;
+      auto st = method.stats(g);
+      std::vector<Eigen::MatrixXf> xh(W);
+      double stats_s = 0;
+      const auto t_loop = std::chrono::steady_clock::now();
+      detail::ordered_pipeline(
+          W, threads, [&](std::size_t w) { xh[w] = input(w); },
+          [&](std::size_t w) {
+            detail::Stopwatch sw(&stats_s);
+            add(st, w, xh[w]);
+            xh[w] = Eigen::MatrixXf();  // done with it
+          });
+      tm.stats_s += stats_s;
+      tm.forward_s += seconds_since(t_loop) - stats_s;
+      detail::Stopwatch sw(&tm.solve_s);
+      const std::vector<Linear> ks(linears);
+      detail::parallel_for(ks.size(), threads, [&](std::size_t i) {
+        Eigen::MatrixXf& Wq = Lq.weight(ks[i]);
+        QuantizedWeight<float> out;
+        detail::check(method.solve(st, static_cast<const Eigen::MatrixXf&>(Wq), grid, options.solver, out),
+                      "layer " + std::to_string(l) + " " + linear_name(ks[i]));
+        Wq = out.weight;
+      });
+    };
+    auto add_input = [&](auto& st, const Eigen::MatrixXf& xh, const Eigen::MatrixXf& x) {
+      detail::check(method.add(st, Batch{xh, x}), "statistics");
+    };
+    // Output linears also see the residual streams their result is added to (with the bias).
+    auto add_output = [&](auto& st, const Eigen::MatrixXf& xh, const Eigen::MatrixXf& x,
+                          const Eigen::MatrixXf& rh, const Eigen::MatrixXf& r, const Eigen::VectorXf& bq,
+                          const Eigen::VectorXf& bf) {
+      if (!bq.size() && !bf.size()) return detail::check(method.add(st, Batch{xh, x, &rh, &r}), "statistics");
+      Eigen::MatrixXf rh_b = rh, r_b = r;
+      if (bq.size()) rh_b.colwise() += bq;
+      if (bf.size()) r_b.colwise() += bf;
+      detail::check(method.add(st, Batch{xh, x, &rh_b, &r_b}), "statistics");
+    };
+
+    run_group(
+        InputGroup{}, "q,k,v", Lf.q,
+        [&](std::size_t w) { return Eigen::MatrixXf(rms_norm(h_q[w], Lq.attn_norm, cfg.rms_eps)); },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) { add_input(st, xh, fa[w].x_qkv); },
+        {Linear::q, Linear::k, Linear::v});
+    run_group(
+        OutputGroup{}, "o", Lf.o,
+        [&](std::size_t w) {
+          AttnCapture a;
+          attention_block(cfg, Lq, h_q[w], &a);
+          return std::move(a.x_o);
+        },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: the block input
+          add_output(st, xh, fa[w].x_o, h_q[w], h_fp[w], Lq.bias_of(Linear::o), Lf.bias_of(Linear::o));
+        },
+        {Linear::o});
+    run_group(
+        InputGroup{}, "gate,up", Lf.gate,
+        [&](std::size_t w) {
+          mid_q[w] = attention_block(cfg, Lq, h_q[w]);
+          return Eigen::MatrixXf(rms_norm(mid_q[w], Lq.ffn_norm, cfg.rms_eps));
+        },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) { add_input(st, xh, fm[w].x_gate_up); },
+        {Linear::gate, Linear::up});
+    run_group(
+        OutputGroup{}, "down", Lf.down,
+        [&](std::size_t w) {
+          MlpCapture m;
+          mlp_block(cfg, Lq, mid_q[w], &m);
+          return std::move(m.x_down);
+        },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: mid-block
+          add_output(st, xh, fm[w].x_down, mid_q[w], mid_fp[w], Lq.bias_of(Linear::down),
+                     Lf.bias_of(Linear::down));
+        },
+        {Linear::down});
+
+    detail::Stopwatch sw(&tm.forward_s);
+    detail::parallel_for(W, threads, [&](std::size_t w) { h_q[w] = mlp_block(cfg, Lq, mid_q[w]); });
+    h_fp = std::move(next_fp);
+  }
+  return q;
+}
+
+}  // namespace llm
+}  // namespace loaq

@@ -1,0 +1,81 @@
+// LLaMA-family decoder (include/loaq/llm/decoder.hpp): the real SmolLM2 forward against the numpy
+// reference of scripts/check_forward.py and the sub-block captures (when the GGUF file is
+// present), and on a tiny random model the optional biases.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include <loaq/llm/decoder.hpp>
+#include <loaq/llm/perplexity.hpp>
+
+#include "real_model.hpp"
+#include "tiny_model.hpp"
+
+TEST_CASE("real SmolLM2: forward matches the numpy reference; sub-block captures are consistent") {
+  if (loaq_test::skip_without_model()) return;
+  const loaq_test::Loaded& m = *loaq_test::real_model();
+  const loaq::llm::Config& c = m.model.config;
+  std::vector<int> ids = m.tok.encode(loaq_test::eval_text().substr(0, 4000));
+  REQUIRE(ids.size() >= 64);
+  ids.resize(64);
+  // scripts/check_forward.py: float64 numpy forward over the gguf package gives 3.844394.
+  CHECK(loaq::llm::window_nll(m.model, ids) == doctest::Approx(3.844394).epsilon(2e-5));
+
+  // Run the layers by hand with captures; the result must be the plain forward.
+  const std::vector<int> w(ids.begin(), ids.begin() + 16);
+  Eigen::MatrixXf h = m.model.embed(w);
+  for (std::size_t i = 0; i < m.model.layers.size(); ++i) {
+    const loaq::llm::DecoderLayer& L = m.model.layers[i];
+    loaq::llm::AttnCapture ac;
+    loaq::llm::MlpCapture mc;
+    const Eigen::MatrixXf mid = loaq::llm::attention_block(c, L, h, &ac);
+    const Eigen::MatrixXf out = loaq::llm::mlp_block(c, L, mid, &mc);
+    if (i == 0 || i + 1 == m.model.layers.size()) {
+      CHECK(ac.x_qkv.isApprox(loaq::llm::rms_norm(h, L.attn_norm, c.rms_eps)));
+      CHECK((mid - h).isApprox(L.o * ac.x_o, 1e-4f));
+      CHECK(mc.x_gate_up.isApprox(loaq::llm::rms_norm(mid, L.ffn_norm, c.rms_eps)));
+      CHECK((out - mid).isApprox(L.down * mc.x_down, 1e-4f));
+      CHECK(ac.x_o.rows() == 576);
+      CHECK(mc.x_down.rows() == 1536);
+      CHECK(ac.x_qkv.cols() == 16);
+    }
+    h = out;
+  }
+  CHECK(loaq::llm::window_nll_from_hidden(m.model, h, w) == doctest::Approx(loaq::llm::window_nll(m.model, w)).epsilon(1e-6));
+
+  // Replacing a weight changes exactly that linear: with down_proj = 0 the MLP is the identity.
+  loaq::llm::DecoderLayer L = m.model.layers[3];
+  L.weight(loaq::llm::Linear::down).setZero();
+  const Eigen::MatrixXf h0 = m.model.embed(w);
+  CHECK(loaq::llm::mlp_block(c, L, h0) == h0);
+  CHECK(&L.weight(loaq::llm::Linear::gate) == &L.gate);
+  CHECK(std::string(loaq::llm::linear_name(loaq::llm::Linear::o)) == "o_proj");
+
+  CHECK_THROWS_AS(m.model.embed({0, 49152}), std::out_of_range);
+  CHECK_THROWS_AS(loaq::llm::window_nll(m.model, {5}), std::invalid_argument);
+}
+
+TEST_CASE("decoder: optional biases (Qwen2-style q/k/v, o, MLP) are added where the file has them") {
+  const loaq::llm::Model m = loaq_test::tiny_model(11);
+  const loaq::llm::Config& c = m.config;
+  const Eigen::MatrixXf h = m.embed({1, 5, 7, 2, 9});
+  loaq::llm::DecoderLayer L = m.layers[0];
+  const Eigen::MatrixXf attn = loaq::llm::attention_block(c, L, h), mlp = loaq::llm::mlp_block(c, L, h);
+  // Zero biases change nothing; an output bias is added to every token.
+  for (auto k : {loaq::llm::Linear::q, loaq::llm::Linear::k, loaq::llm::Linear::v})
+    L.bias[int(k)] = Eigen::VectorXf::Zero(L.weight(k).rows());
+  CHECK(loaq::llm::attention_block(c, L, h) == attn);
+  const Eigen::VectorXf b = Eigen::VectorXf::LinSpaced(c.d_model, -1.f, 1.f);
+  L.bias[int(loaq::llm::Linear::o)] = b;
+  CHECK(loaq::llm::attention_block(c, L, h).isApprox(attn + b.replicate(1, h.cols())));
+  L.bias[int(loaq::llm::Linear::down)] = b;
+  CHECK(loaq::llm::mlp_block(c, L, h).isApprox(mlp + b.replicate(1, h.cols())));
+  // A v bias shifts every context vector by the same amount (softmax weights sum to 1).
+  loaq::llm::DecoderLayer V = m.layers[0];
+  V.bias[int(loaq::llm::Linear::v)] = Eigen::VectorXf::Constant(V.v.rows(), 0.5f);
+  loaq::llm::AttnCapture a0, a1;
+  loaq::llm::attention_block(c, m.layers[0], h, &a0);
+  loaq::llm::attention_block(c, V, h, &a1);
+  CHECK((a1.x_o - a0.x_o).isApprox(Eigen::MatrixXf::Constant(a0.x_o.rows(), a0.x_o.cols(), 0.5f), 1e-4f));
+  CHECK(loaq::llm::linear(L.o, Eigen::VectorXf(), h) == L.o * h);
+}

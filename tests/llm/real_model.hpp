@@ -1,0 +1,48 @@
+// The real SmolLM2 model for the tests, loaded once; null when its GGUF file is absent.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+
+#include <loaq/llm/decoder.hpp>
+#include <loaq/llm/tokenizer.hpp>
+
+#include "common/model_path.hpp"
+
+namespace loaq_test {
+
+struct Loaded {
+  loaq::io::GgufReader gguf;
+  loaq::llm::Tokenizer tok;
+  loaq::llm::Model model;
+  explicit Loaded(const std::string& path)
+      : gguf(path), tok(loaq::llm::Tokenizer::from_gguf(gguf)), model(loaq::llm::Model::load(gguf)) {}
+};
+
+inline const Loaded* real_model() {
+  static const std::unique_ptr<Loaded> m = [] {
+    const std::string path = loaq_examples::default_model_path();
+    if (!loaq_examples::file_exists(path)) return std::unique_ptr<Loaded>();
+    return std::make_unique<Loaded>(path);
+  }();
+  return m.get();
+}
+
+inline bool skip_without_model() {
+  if (real_model()) return false;
+  MESSAGE("skipped: SmolLM2 GGUF not found at " << loaq_examples::default_model_path()
+                                                << " (run scripts/fetch_model.sh or set LOAQ_MODEL)");
+  return true;
+}
+
+inline std::string eval_text() {
+  std::ifstream f(std::string(LOAQ_SOURCE_DIR) + "/data/sotu/eval_1982_2021.txt", std::ios::binary);
+  REQUIRE(f.good());
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace loaq_test

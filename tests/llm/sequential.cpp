@@ -1,0 +1,192 @@
+// The sequential PTQ pipeline (include/loaq/llm/sequential.hpp) and the built-in methods
+// (methods.hpp) on a tiny random LLaMA-style model (no download needed).
+#include <doctest/doctest.h>
+
+#include <set>
+#include <string>
+
+#include <loaq/llm/methods.hpp>
+#include <loaq/llm/perplexity.hpp>
+#include <loaq/llm/sequential.hpp>
+
+#include "tiny_model.hpp"
+
+namespace llm = loaq::llm;
+using loaq_test::random_token_windows;
+using loaq_test::tiny_model;
+
+namespace {
+
+const llm::Linear kAll[] = {llm::Linear::q, llm::Linear::k, llm::Linear::v, llm::Linear::o,
+                            llm::Linear::gate, llm::Linear::up, llm::Linear::down};
+
+double mean_nll(const llm::Model& m, const std::vector<std::vector<int>>& wins) {
+  double s = 0;
+  for (const auto& w : wins) s += llm::window_nll(m, w);
+  return s / double(wins.size());
+}
+
+llm::SequentialOptions options(int group) {
+  llm::SequentialOptions o;
+  o.solver.group_size = group;
+  return o;
+}
+
+// Every decoder linear changed, finite, and on a 3-bit grid in its first group of 16 columns.
+void check_on_grid(const llm::Model& fp, const llm::Model& q) {
+  for (std::size_t l = 0; l < q.layers.size(); ++l)
+    for (auto k : kAll) {
+      const Eigen::MatrixXf& W = q.layers[l].weight(k);
+      REQUIRE(W.allFinite());
+      CHECK(W != fp.layers[l].weight(k));
+      for (Eigen::Index r = 0; r < W.rows(); ++r) {
+        std::set<float> levels;
+        for (Eigen::Index j = 0; j < 16; ++j) levels.insert(W(r, j));
+        CHECK(levels.size() <= 8);
+      }
+    }
+  CHECK(q.embedding == fp.embedding);  // embeddings and head stay FP
+}
+
+// A method written outside the library: GPTQ's Ĥ on input linears, LoaQ's normalized target on
+// output linears. It only has to provide stats/add/solve per group role.
+struct GptqInNormalizedOut {
+  loaq::CalibrationAccumulator<double> stats(const llm::InputGroup& g) const {
+    return loaq::CalibrationAccumulator<double>(g.inputs());
+  }
+  loaq::ObjectiveStats<loaq::NormalizedOutput> stats(const llm::OutputGroup& g) const {
+    return loaq::ObjectiveStats<loaq::NormalizedOutput>(*g.fp_weight, {1.0, 1.0, double(g.norm_eps), true});
+  }
+  loaq::Report add(loaq::CalibrationAccumulator<double>& s, const llm::Batch& b) const {
+    return s.add_batch(b.x_hat);
+  }
+  loaq::Report add(loaq::ObjectiveStats<loaq::NormalizedOutput>& s, const llm::Batch& b) const {
+    REQUIRE(b.r_hat);
+    return s.add(b.x_hat, b.x, *b.r_hat, *b.r);
+  }
+  template <class Grid>
+  loaq::Report solve(const loaq::CalibrationAccumulator<double>& s, const Eigen::MatrixXf& W, const Grid& grid,
+                     const loaq::GptqOptions& opt, loaq::QuantizedWeight<float>& out) const {
+    return loaq::gptq(W, s.hessian(), grid, opt, out);
+  }
+  template <class Grid>
+  loaq::Report solve(const loaq::ObjectiveStats<loaq::NormalizedOutput>& s, const Eigen::MatrixXf& W,
+                     const Grid& grid, const loaq::GptqOptions& opt, loaq::QuantizedWeight<float>& out) const {
+    return loaq::solve_objective(W, s, grid, opt, out);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("sequential: every method quantizes every decoder linear onto its grid") {
+  const llm::Model fp = tiny_model(1);
+  const auto calib = random_token_windows(6, 24, 2);
+  const loaq::UniformGrid<float, 3> grid(false);
+  int progress_calls = 0;
+  llm::SequentialOptions o = options(16);
+  o.progress = [&](const llm::Progress& p) {
+    ++progress_calls;
+    CHECK(p.layers == 2);
+  };
+  llm::SequentialTimes t;
+  SUBCASE("rtn") { check_on_grid(fp, llm::quantize_rtn(fp, grid, 16, {}, o.progress)); }
+  SUBCASE("gptq") { check_on_grid(fp, llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, o, &t)); }
+  SUBCASE("gptaq") { check_on_grid(fp, llm::quantize_sequential(fp, calib, llm::Gptaq{}, grid, o, &t)); }
+  SUBCASE("qep") { check_on_grid(fp, llm::quantize_sequential(fp, calib, llm::qep(), grid, o, &t)); }
+  SUBCASE("loaq") { check_on_grid(fp, llm::quantize_sequential(fp, calib, llm::loaq_normalized(), grid, o, &t)); }
+  SUBCASE("loaq residual") {
+    check_on_grid(fp, llm::quantize_sequential(fp, calib, llm::loaq_residual(0.5, 0.25), grid, o, &t));
+  }
+  SUBCASE("a method defined outside the library") {
+    check_on_grid(fp, llm::quantize_sequential(fp, calib, GptqInNormalizedOut{}, grid, o, &t));
+  }
+  CHECK(progress_calls > 0);
+  CHECK(t.forward_s >= 0);
+  CHECK(t.stats_s >= 0);
+  CHECK(t.solve_s >= 0);
+}
+
+TEST_CASE("sequential: a model with biases; the output linears' residual includes their bias") {
+  llm::Model fp = tiny_model(12);
+  for (auto& L : fp.layers)
+    for (auto k : kAll) L.bias[int(k)] = Eigen::VectorXf::Constant(L.weight(k).rows(), 0.1f);
+  const auto calib = random_token_windows(4, 24, 13);
+  const loaq::UniformGrid<float, 3> grid(false);
+  check_on_grid(fp, llm::quantize_sequential(fp, calib, llm::loaq_normalized(), grid, options(16)));
+  check_on_grid(fp, llm::quantize_sequential(fp, calib, llm::loaq_residual(), grid, options(16)));
+  // β = 0 on the residual objective ignores r, r̂: the bias then changes nothing in the o solve's
+  // statistics, and layer 0's o equals the one of the same model with the o bias moved away.
+  llm::Model shifted = fp;
+  for (auto& L : shifted.layers) L.bias[int(llm::Linear::o)] = Eigen::VectorXf::Constant(L.o.rows(), -0.3f);
+  const auto a = llm::quantize_sequential(fp, calib, llm::loaq_residual(1, 0), grid, options(16));
+  const auto b = llm::quantize_sequential(shifted, calib, llm::loaq_residual(1, 0), grid, options(16));
+  CHECK(a.layers[0].o == b.layers[0].o);
+}
+
+TEST_CASE("sequential: 8-bit GPTQ is near FP; methods reduce to each other where the theory says") {
+  const llm::Model fp = tiny_model(3);
+  const auto calib = random_token_windows(6, 24, 4);
+  const auto evals = random_token_windows(4, 24, 5);
+  const double fp_nll = mean_nll(fp, evals);
+  const double q8 = mean_nll(llm::quantize_sequential(fp, calib, llm::Gptq{}, loaq::UniformGrid<float, 8>(false),
+                                                      options(128)), evals);
+  CHECK(std::abs(q8 - fp_nll) < 0.01 * fp_nll);
+
+  const loaq::UniformGrid<float, 3> grid(false);
+  const llm::Model gptq = llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, options(128));
+  // The residual objective at α = β = 0 is GPTQ (the normalized one reweights Ĥ by ŝ²).
+  const llm::Model loaq0 = llm::quantize_sequential(fp, calib, llm::loaq_residual(0, 0), grid, options(128));
+  for (std::size_t l = 0; l < fp.layers.size(); ++l) {
+    CHECK(loaq0.layers[l].q == gptq.layers[l].q);
+    CHECK(loaq0.layers[l].down == gptq.layers[l].down);
+  }
+  // GPTAQ and QEP at α = 0 solve GPTQ's problem (first group: same inputs, up to rounding).
+  const llm::Model gptaq0 = llm::quantize_sequential(fp, calib, llm::Gptaq{0.0}, grid, options(128));
+  const llm::Model qep0 = llm::quantize_sequential(fp, calib, llm::qep(0), grid, options(128));
+  CHECK(gptaq0.layers[0].q.isApprox(gptq.layers[0].q));
+  CHECK(qep0.layers[0].q.isApprox(gptq.layers[0].q));
+  // The custom method is GPTQ on input linears (identical on layer 0's q), not on output linears.
+  const llm::Model custom = llm::quantize_sequential(fp, calib, GptqInNormalizedOut{}, grid, options(128));
+  CHECK(custom.layers[0].q == gptq.layers[0].q);
+  CHECK(custom.layers[0].o != gptq.layers[0].o);
+}
+
+TEST_CASE("sequential and perplexity: results do not depend on the thread count") {
+  const llm::Model fp = tiny_model(7);
+  const auto calib = random_token_windows(5, 24, 8);
+  const auto evals = random_token_windows(5, 24, 9);
+  const loaq::UniformGrid<float, 3> grid(false);
+  llm::SequentialOptions o = options(16);
+  const llm::Model one = llm::quantize_sequential(fp, calib, llm::loaq_normalized(0.5, 0.25), grid, o);
+  for (int threads : {2, 3, 8}) {
+    CAPTURE(threads);
+    o.threads = threads;
+    const llm::Model many = llm::quantize_sequential(fp, calib, llm::loaq_normalized(0.5, 0.25), grid, o);
+    for (std::size_t l = 0; l < fp.layers.size(); ++l)
+      for (auto k : kAll) CHECK(many.layers[l].weight(k) == one.layers[l].weight(k));
+    const auto p1 = llm::perplexity(many, evals, 1), pn = llm::perplexity(many, evals, threads);
+    CHECK(p1.mean_nll == pn.mean_nll);
+    CHECK(pn.windows == 5);
+  }
+}
+
+TEST_CASE("sequential: bad settings are errors, not crashes") {
+  const llm::Model fp = tiny_model(5);
+  const loaq::UniformGrid<float, 4> grid(false);
+  CHECK_THROWS_AS(llm::quantize_sequential(fp, {}, llm::Gptq{}, grid), std::invalid_argument);
+  CHECK_THROWS_AS(llm::with_uniform_grid(9, false, [](const auto&) {}), std::invalid_argument);
+  CHECK_THROWS_AS(llm::quantize_sequential(fp, random_token_windows(2, 8, 1), llm::Gptq{}, grid, options(0)),
+                  std::runtime_error);
+  // A residual objective on an input group has no residual streams to read.
+  using Wrong = llm::ObjectiveMethod<loaq::ResidualOutput, loaq::ResidualOutput>;
+  CHECK_THROWS_AS(llm::quantize_sequential(fp, random_token_windows(2, 8, 1), Wrong{}, grid, options(8)),
+                  std::runtime_error);
+  // An error on a worker thread reaches the caller too.
+  llm::SequentialOptions o = options(0);
+  o.threads = 3;
+  CHECK_THROWS_AS(llm::quantize_sequential(fp, random_token_windows(4, 8, 1), llm::Gptq{}, grid, o),
+                  std::runtime_error);
+  std::vector<std::vector<int>> bad = random_token_windows(4, 8, 2);
+  bad[2][3] = 99;  // outside the vocabulary: embed throws inside a task
+  CHECK_THROWS_AS(llm::perplexity(fp, bad, 3), std::out_of_range);
+}

@@ -1,0 +1,85 @@
+// Byte-level BPE tokenizer (include/loaq/llm/tokenizer.hpp). The pre-tokenizer and BPE rules are
+// tested on a toy vocabulary; the real SmolLM2 vocabulary (ids from Hugging Face tokenizers, as
+// scripts/check_tokenizer.py builds them) only when its GGUF file is present.
+#include <doctest/doctest.h>
+
+#include <loaq/llm/tokenizer.hpp>
+
+#include "real_model.hpp"
+
+using loaq::llm::Tokenizer;
+
+namespace {
+
+std::vector<std::string> toy_vocab() {
+  return {"<|endoftext|>", "a", "b", "c", "\xc4\xa0", "ab", "\xc4\xa0" "ab", "abc"};
+}
+
+}  // namespace
+
+TEST_CASE("smollm pre-tokenizer: digits isolated, then GPT-2's regex") {
+  const Tokenizer t(toy_vocab(), {}, {}, "smollm");
+  // Expected pieces from Hugging Face tokenizers (Digits + ByteLevel) on the same strings.
+  CHECK(t.pre_tokenize("Hello world's 123  x\n\ny") ==
+        std::vector<std::string>{"Hello", " world", "'s", " ", "1", "2", "3", " ", " x", "\n",
+                                 "\n", "y"});
+  CHECK(t.pre_tokenize("I'M they're  '' 'll\t\tz !!? \xc2\xbc \xd9\xa3x") ==
+        std::vector<std::string>{"I", "'", "M", " they", "'re", " ", " ''", " '", "ll", "\t",
+                                 "\t", "z", " !!?", " ", "\xc2\xbc", " ", "\xd9\xa3", "x"});
+  const Tokenizer g(toy_vocab(), {}, {}, "gpt2");
+  CHECK(g.pre_tokenize("in 2021, 3.5") ==
+        std::vector<std::string>{"in", " 2021", ",", " 3", ".", "5"});
+  CHECK(g.pre_tokenize("").empty());
+  CHECK(g.pre_tokenize("   ") == std::vector<std::string>{"   "});
+  CHECK_THROWS_AS(Tokenizer(toy_vocab(), {}, {}, "llama3"), std::invalid_argument);
+}
+
+TEST_CASE("byte-level BPE on a toy vocabulary: merges by rank, special tokens, decode") {
+  const Tokenizer t(toy_vocab(), {"a b", "\xc4\xa0 ab", "ab c"}, {3, 1, 1, 1, 1, 1, 1, 1}, "smollm");
+  // "ab" -> ab; " abc" -> Ġ a b c -> Ġ ab c -> Ġab c (rank 1 beats rank 2).
+  CHECK(t.encode("ab abc<|endoftext|>c") == std::vector<int>{5, 6, 3, 0, 3});
+  CHECK(t.encode("ab abc<|endoftext|>c", false) != std::vector<int>{5, 6, 3, 0, 3});
+  CHECK(t.decode({5, 6, 3, 0, 3}) == "ab abc<|endoftext|>c");
+  CHECK(t.encode("d") == std::vector<int>{0});  // not in the vocabulary: unknown id
+  CHECK(t.encode("").empty());
+  CHECK_THROWS_AS(t.decode({8}), std::out_of_range);
+  CHECK_THROWS_AS(t.decode({-1}), std::out_of_range);
+  CHECK_THROWS_AS(Tokenizer(toy_vocab(), {"ab"}, {}, "gpt2"), std::invalid_argument);
+  CHECK_THROWS_AS(Tokenizer(toy_vocab(), {}, {1, 1}, "gpt2"), std::invalid_argument);
+}
+
+TEST_CASE("real SmolLM2: GGUF contents and tokenizer ids match Hugging Face tokenizers") {
+  if (loaq_test::skip_without_model()) return;
+  const loaq_test::Loaded& m = *loaq_test::real_model();
+  CHECK(m.gguf.version() == 3);
+  CHECK(m.gguf.tensors().size() == 272);
+  CHECK(m.gguf.get_string("tokenizer.ggml.pre") == "smollm");
+  const loaq::llm::Config& c = m.model.config;  // GGUF metadata read by the decoder
+  CHECK(c.n_layers == 30);
+  CHECK(c.d_model == 576);
+  CHECK(c.n_heads == 9);
+  CHECK(c.n_kv_heads == 3);
+  CHECK(c.head_dim == 64);
+  CHECK(c.d_ff == 1536);
+  CHECK(c.vocab_size == 49152);
+  CHECK(c.rope_theta == 100000.f);
+
+  // Ids from `tokenizers` built by scripts/check_tokenizer.py.
+  const std::vector<std::pair<std::string, std::vector<int>>> cases = {
+      {"Hello world's 2021  x\n\ny", {19556, 905, 506, 216, 34, 32, 34, 33, 216, 1792, 198, 198, 105}},
+      {"<|im_start|>user\nWhat's 12+7?<|im_end|>", {1, 4093, 198, 1780, 506, 216, 33, 34, 27, 39, 47, 2}},
+      {"Mr. Speaker, Mr. President, distinguished Members",
+       {14086, 30, 32436, 28, 4994, 30, 4267, 28, 12931, 16647}},
+      {"caf\xc3\xa9 \xe2\x80\x94 na\xc3\xafve \xe2\x80\x9cquotes\xe2\x80\x9d \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80",
+       {83, 1939, 2756, 1841, 15486, 46494, 619, 385, 2346, 573, 216, 28589, 29184, 40303, 218}},
+  };
+  for (const auto& tc : cases) {
+    CHECK(m.tok.encode(tc.first) == tc.second);
+    CHECK(m.tok.decode(tc.second) == tc.first);
+  }
+  // Invalid UTF-8 never throws. Bytes that form no valid UTF-8 (0xC0, 0xC1, 0xF5..0xFF) have no
+  // token in this vocabulary and become the unknown id; the others round-trip.
+  const std::string junk = "a\xc3(\xe2\x82 z\x80";
+  CHECK(m.tok.decode(m.tok.encode(junk)) == junk);
+  CHECK(m.tok.encode("a\xff") == std::vector<int>{81, m.tok.unknown_id()});
+}
