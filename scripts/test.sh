@@ -31,4 +31,6 @@ cmake --install build/release >/dev/null
 cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$root/build/prefix" "${launcher[@]}" >/dev/null
 cmake --build build/consumer -j "$jobs"
 ./build/consumer/consumer
+echo "== Python package (pip install into build/venv) and its pytest suite"
+bash scripts/test_python.sh
 echo "== all tests passed"
