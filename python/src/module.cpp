@@ -2,6 +2,7 @@
 // arrays, tensors and keyword options into the plain calls below; this file maps buffers into
 // Eigen without copying, releases the GIL for every long computation and turns a failed
 // loaq::Report into the matching Python exception (loaq.LoaqError and its subclasses).
+#include <algorithm>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -25,7 +26,6 @@ namespace {
 
 // Any dtype, any dimension, read-only access, CPU memory (NumPy buffers and DLPack capsules).
 using Array = nb::ndarray<nb::ro, nb::device::cpu>;
-using Stride = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
 
 // A failed Report; translated into loaq._errors' exception for its status.
 struct ReportError {
@@ -42,16 +42,40 @@ bool is(const Array& a) {
   return a.dtype() == nb::dtype<S>();
 }
 
-// Element (i, j) of a 2-D array; with tokens_as_columns a [T, n] array is seen as n × T.
+// A 2-D array as a column-major matrix; with tokens_as_columns a [T, n] array is seen as n × T.
+// Column-major layouts (unit step down a column) are mapped in place; anything else (C order,
+// arbitrary strides) is gathered into `copy` in cache-sized tiles first.
 template <class S>
-View<S> view(const Array& a, const char* name, bool tokens_as_columns = false) {
+struct Mapped {
+  loaq::Matrix<S> copy;
+  std::optional<View<S>> view;
+  const View<S>& operator*() const { return *view; }
+  const View<S>* get() const { return &*view; }
+};
+
+template <class S>
+void map_matrix(const Array& a, const char* name, Mapped<S>& out, bool tokens_as_columns = false) {
   if (a.ndim() != 2) throw nb::value_error((std::string(name) + " must be 2-D").c_str());
   if (!is<S>(a)) throw nb::type_error((std::string(name) + " has the wrong dtype").c_str());
   const auto* data = static_cast<const S*>(a.data());
-  const Index r = Index(a.shape(0)), c = Index(a.shape(1));
-  const Index sr = Index(a.stride(0)), sc = Index(a.stride(1));
-  if (tokens_as_columns) return View<S>(data, c, r, Stride(sr, sc));
-  return View<S>(data, r, c, Stride(sc, sr));
+  Index rows = Index(a.shape(0)), cols = Index(a.shape(1));
+  Index rs = Index(a.stride(0)), cs = Index(a.stride(1));
+  if (tokens_as_columns) std::swap(rows, cols), std::swap(rs, cs);
+  if (rows <= 1) rs = 1;
+  if (cols <= 1) cs = rows;
+  if (rs == 1 && cs >= rows) {
+    out.view.emplace(data, rows, cols, Eigen::OuterStride<>(cs));
+    return;
+  }
+  out.copy.resize(rows, cols);
+  constexpr Index tile = 64;
+  for (Index j0 = 0; j0 < cols; j0 += tile)
+    for (Index i0 = 0; i0 < rows; i0 += tile) {
+      const Index j1 = std::min(cols, j0 + tile), i1 = std::min(rows, i0 + tile);
+      for (Index j = j0; j < j1; ++j)
+        for (Index i = i0; i < i1; ++i) out.copy(i, j) = data[i * rs + j * cs];
+    }
+  out.view.emplace(out.copy.data(), rows, cols, Eigen::OuterStride<>(rows));
 }
 
 template <class S>
@@ -117,12 +141,14 @@ struct Batch {
 
 template <class S, class F>
 loaq::Report with_views(const Batch& b, F&& f) {
-  const View<S> xh = view<S>(b.xh, "x_hat", true);
-  if (!b.x) return f(xh, (const View<S>*)nullptr, (const View<S>*)nullptr, (const View<S>*)nullptr);
-  const View<S> x = view<S>(*b.x, "x", true);
-  if (!b.r) return f(xh, &x, (const View<S>*)nullptr, (const View<S>*)nullptr);
-  const View<S> rh = view<S>(*b.rh, "r_hat", true), r = view<S>(*b.r, "r", true);
-  return f(xh, &x, &rh, &r);
+  Mapped<S> xh, x, rh, r;
+  map_matrix(b.xh, "x_hat", xh, true);
+  if (!b.x) return f(*xh, (const View<S>*)nullptr, (const View<S>*)nullptr, (const View<S>*)nullptr);
+  map_matrix(*b.x, "x", x, true);
+  if (!b.r) return f(*xh, x.get(), (const View<S>*)nullptr, (const View<S>*)nullptr);
+  map_matrix(*b.rh, "r_hat", rh, true);
+  map_matrix(*b.r, "r", r, true);
+  return f(*xh, x.get(), rh.get(), r.get());
 }
 
 template <class F>
@@ -240,19 +266,20 @@ nb::dict solve_typed(const SolveArgs& a, const Array& W, const std::optional<Arr
                      const std::optional<Array>& G, nb::handle stats) {
   Request<S> req;
   req.method = Method(a.method);
-  const View<S> w = view<S>(W, "weight");
-  req.W = &w;
+  Mapped<S> w;
+  map_matrix(W, "weight", w);
+  req.W = w.get();
   req.options = a.options;
   req.alpha = a.alpha;
   req.weights = {a.alpha, a.beta};
   req.want_target = a.want_target;
+  Mapped<double> hm_, dm_, cv, gv;
   std::optional<View<double>> h, d;
-  if (H) req.H = &h.emplace(view<double>(*H, "hessian"));
-  if (D) req.dXXT = &d.emplace(view<double>(*D, "dXXT"));
+  if (H) map_matrix(*H, "hessian", hm_), req.H = hm_.get();
+  if (D) map_matrix(*D, "dXXT", dm_), req.dXXT = dm_.get();
   loaq::Matrix<double> c, g;
-  std::optional<View<double>> cv, gv;
-  if (C) cv.emplace(view<double>(*C, "C"));
-  if (G) gv.emplace(view<double>(*G, "G"));
+  if (C) map_matrix(*C, "C", cv);
+  if (G) map_matrix(*G, "G", gv);
 
   std::mutex* mu = nullptr;
   const loaq::CalibrationAccumulator<double>* acc = nullptr;
@@ -279,20 +306,21 @@ nb::dict solve_typed(const SolveArgs& a, const Array& W, const std::optional<Arr
     nb::gil_scoped_release release;
     std::unique_lock<std::mutex> lock;
     if (mu) lock = std::unique_lock<std::mutex>(*mu);
-    if (cv) c = *cv, req.C = &c;
-    if (gv) g = *gv, req.G = &g;
+    if (C) c = *cv, req.C = &c;
+    if (G) g = *gv, req.G = &g;
     if (acc) {  // Ĥ (and C) straight from the accumulator, no copy
       if (acc->tokens() == 0) {
         rep = loaq::Report::fail(loaq::Status::InvalidArgument, "no calibration batch was added");
       } else {
         const auto& hm = acc->hessian();
-        req.H = &h.emplace(hm.data(), hm.rows(), hm.cols(), Stride(hm.rows(), 1));
+        req.H = &h.emplace(hm.data(), hm.rows(), hm.cols(), Eigen::OuterStride<>(hm.rows()));
         if (req.method == Method::Gptaq) {
           if (!acc->has_cross())
             rep = loaq::Report::fail(loaq::Status::InvalidArgument,
                                      "GPTAQ needs the FP inputs: add batches with x_hat and x");
           else
-            req.dXXT = &d.emplace(acc->cross().data(), hm.rows(), hm.cols(), Stride(hm.rows(), 1));
+            req.dXXT = &d.emplace(acc->cross().data(), hm.rows(), hm.cols(),
+                                  Eigen::OuterStride<>(hm.rows()));
         }
         if (req.method == Method::Target) {
           if (acc->has_cross() && !req.C) req.C = &acc->cross();
@@ -440,10 +468,15 @@ NB_MODULE(_core, m) {
                [](Stats<loaq::NormalizedOutput>* self, Array W, double alpha, double beta,
                   double eps, bool weighted) {
                  const loaq::NormalizedOutput obj{alpha, beta, eps, weighted};
-                 if (is<float>(W))
-                   new (self) Stats<loaq::NormalizedOutput>(std::in_place, view<float>(W, "weight"), obj);
-                 else
-                   new (self) Stats<loaq::NormalizedOutput>(std::in_place, view<double>(W, "weight"), obj);
+                 if (is<float>(W)) {
+                   Mapped<float> w;
+                   map_matrix(W, "weight", w);
+                   new (self) Stats<loaq::NormalizedOutput>(std::in_place, *w, obj);
+                 } else {
+                   Mapped<double> w;
+                   map_matrix(W, "weight", w);
+                   new (self) Stats<loaq::NormalizedOutput>(std::in_place, *w, obj);
+                 }
                })
           .def("add", [](Stats<loaq::NormalizedOutput>& s, Array xh, Array x, Array rh, Array r,
                          Index sequences) {

@@ -8,12 +8,12 @@
 
 namespace loaq_py {
 
-// A read-only view of a NumPy/DLPack buffer with any (positive) strides: element (i, j) lives at
-// data[i * row_stride + j * col_stride]. One type for C order, F order and strided views, so the
-// solvers are instantiated once per grid and never see a copy made by the binding.
+// A read-only column-major view: element (i, j) at data[i + j * outer_stride]. F-ordered arrays
+// (and C-ordered [T, n] token rows, which are n × T column-major) map in place; the binding copies
+// other layouts into this one with a blocked transpose first (see module.cpp), so that the
+// solvers' own passes over W and Ĥ (finite checks, the working copy) run at memory speed.
 template <class S>
-using View = Eigen::Map<const loaq::Matrix<S>, Eigen::Unaligned,
-                        Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+using View = Eigen::Map<const loaq::Matrix<S>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
 enum class Method { Gptq, Gptaq, Target, Rtn, LinearObjective, ResidualObjective, NormalizedObjective };
 
