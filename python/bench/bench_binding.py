@@ -68,6 +68,7 @@ def main():
                              check=True, capture_output=True, text=True).stdout.split()
         cpp.append(float(out[2]))  # the second, warm solve of that process (as Python's are)
         cpp_sum = int(out[3])
+        q = None  # free the previous result first, as the C++ loop does
         t0 = time.perf_counter()
         q = loaq.gptq(W, H, bits=args.bits, group_size=args.group)
         py.append(time.perf_counter() - t0)

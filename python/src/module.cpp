@@ -68,6 +68,19 @@ void map_matrix(const Array& a, const char* name, Mapped<S>& out, bool tokens_as
     return;
   }
   out.copy.resize(rows, cols);
+  if (cs == 1 && rs >= cols) {  // C order: fixed 8 × 8 tiles, which Eigen transposes in registers
+    constexpr Index B = 8;
+    using Tile = Eigen::Matrix<S, B, B, Eigen::RowMajor>;
+    const Index rb = rows / B * B, cb = cols / B * B;
+    for (Index j0 = 0; j0 < cb; j0 += B)
+      for (Index i0 = 0; i0 < rb; i0 += B)
+        out.copy.template block<B, B>(i0, j0) =
+            Eigen::Map<const Tile, 0, Eigen::OuterStride<>>(data + i0 * rs + j0, Eigen::OuterStride<>(rs));
+    for (Index j = 0; j < cols; ++j)
+      for (Index i = (j < cb ? rb : 0); i < rows; ++i) out.copy(i, j) = data[i * rs + j];
+    out.view.emplace(out.copy.data(), rows, cols, Eigen::OuterStride<>(rows));
+    return;
+  }
   constexpr Index tile = 64;
   for (Index j0 = 0; j0 < cols; j0 += tile)
     for (Index i0 = 0; i0 < rows; i0 += tile) {

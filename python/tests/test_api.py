@@ -305,8 +305,9 @@ def test_solves_release_the_gil():
     t.join()
     during = [x for x in ticks if t0 < x < t1]
     assert q.weight.shape == W.shape
-    # With the GIL held the ticker could not run at all during the solve.
-    assert len(during) >= max(2, int((t1 - t0) / 0.001) // 20), (len(during), t1 - t0)
+    # With the GIL held the ticker could not run at all during the solve (0 ticks, at most 1 at
+    # the edges); a loaded machine still lets it tick a few times in a ≥ 0.1 s solve.
+    assert len(during) >= 3, (len(during), t1 - t0)
 
 
 def test_concurrent_solves_on_one_accumulator_agree(small_layer):
@@ -326,3 +327,18 @@ def test_concurrent_solves_on_one_accumulator_agree(small_layer):
         t.join()
     for c in out:
         np.testing.assert_array_equal(c, ref.codes)
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (8, 13), (5, 3), (64, 7)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_c_order_transpose_handles_ragged_tiles(shape, dtype):
+    m, n = shape
+    rng = np.random.default_rng(m * n)
+    W = rng.standard_normal((m, n)).astype(dtype)
+    X = rng.standard_normal((4 * n, n))
+    D = rng.standard_normal((n, n)) * 0.01  # not symmetric: the layout must be respected
+    H = 2 * X.T @ X
+    F = loaq.gptaq(np.asfortranarray(W), H, np.asfortranarray(D), bits=3, alpha=0.5)
+    C = loaq.gptaq(np.ascontiguousarray(W), H, np.ascontiguousarray(D), bits=3, alpha=0.5)
+    np.testing.assert_array_equal(C.codes, F.codes)
+    np.testing.assert_array_equal(C.weight, F.weight)
