@@ -33,6 +33,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--native", type=int, default=1)
+    ap.add_argument("--order", default="C", choices=["C", "F"],
+                    help="layout of the NumPy weight given to loaq.gptq (C: PyTorch's)")
     args = ap.parse_args()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="loaq_bench_"))
 
@@ -52,10 +54,12 @@ def main():
     acc.add_batch(X)
     H = acc.hessian
     W.tofile(tmp / "W.bin")
+    W = np.asfortranarray(W) if args.order == "F" else W
     H.tofile(tmp / "H.bin")  # symmetric: row- and column-major agree
 
     threads = os.environ.get("OMP_NUM_THREADS", "(OpenMP default)")
-    print(f"layer {m}×{n}, {args.bits}-bit, group {args.group}, threads {threads}, "
+    print(f"layer {m}×{n} ({args.order}-ordered in Python), {args.bits}-bit, group {args.group}, "
+          f"threads {threads}, "
           f"simd {loaq.build_info['simd']}", flush=True)
     # Alternate one C++ solve and one Python solve, so both see the same load on a shared machine.
     # Both are warm: the C++ process times its second solve, Python solves once before.
