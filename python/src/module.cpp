@@ -2,7 +2,11 @@
 // arrays, tensors and keyword options into the plain calls below; this file maps buffers into
 // Eigen without copying, releases the GIL for every long computation and turns a failed
 // loaq::Report into the matching Python exception (loaq.LoaqError and its subclasses).
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -45,9 +49,32 @@ bool is(const Array& a) {
 // A 2-D array as a column-major matrix; with tokens_as_columns a [T, n] array is seen as n × T.
 // Column-major layouts (unit step down a column) are mapped in place; anything else (C order,
 // arbitrary strides) is gathered into `copy` in cache-sized tiles first.
+// Scratch for a gathered copy: 2 MiB-aligned and advised for transparent huge pages, so a large
+// weight costs a few hundred page faults instead of one per 4 KiB (a visible part of the copy).
+struct FreeDeleter {
+  void operator()(void* p) const noexcept { std::free(p); }
+};
+template <class S>
+S* scratch(size_t count, std::unique_ptr<void, FreeDeleter>& owner) {
+  const size_t bytes = count * sizeof(S);
+  constexpr size_t huge = size_t(2) << 20;
+  void* p = nullptr;
+  if (bytes >= huge) {
+    p = std::aligned_alloc(huge, (bytes + huge - 1) / huge * huge);
+#ifdef MADV_HUGEPAGE
+    if (p) madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
+#endif
+  }
+  if (!p) p = std::malloc(std::max<size_t>(bytes, 1));
+  if (!p) throw std::bad_alloc();
+  owner.reset(p);
+  return static_cast<S*>(p);
+}
+
 template <class S>
 struct Mapped {
-  loaq::Matrix<S> copy;
+  std::unique_ptr<void, FreeDeleter> owner;
+  Eigen::Map<loaq::Matrix<S>> copy{nullptr, 0, 0};
   std::optional<View<S>> view;
   const View<S>& operator*() const { return *view; }
   const View<S>* get() const { return &*view; }
@@ -67,7 +94,7 @@ void map_matrix(const Array& a, const char* name, Mapped<S>& out, bool tokens_as
     out.view.emplace(data, rows, cols, Eigen::OuterStride<>(cs));
     return;
   }
-  out.copy.resize(rows, cols);
+  new (&out.copy) Eigen::Map<loaq::Matrix<S>>(scratch<S>(size_t(rows * cols), out.owner), rows, cols);
   if (cs == 1 && rs >= cols) {  // C order: fixed 8 × 8 tiles, which Eigen transposes in registers
     constexpr Index B = 8;
     using Tile = Eigen::Matrix<S, B, B, Eigen::RowMajor>;
