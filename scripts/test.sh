@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: install what is missing, build, run every test (Release and
-# ASan+UBSan), install the package and build a consumer against it.
+# ASan+UBSan), fuzz each reader briefly, install the package and build a consumer against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -22,6 +22,9 @@ cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOAQ_SANITIZE=ON -D
 cmake --build build/asan -j "$jobs" --target loaq_tests loaq_model_tests
 (cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure)
 
+echo "== fuzzing: each libFuzzer target for 20 s under ASan + UBSan (scripts/fuzz.sh)"
+JOBS=$jobs bash scripts/fuzz.sh 20
+
 echo "== C++20 compile of the umbrella header"
 printf '#include <loaq/loaq.hpp>\n#include <loaq/io/safetensors.hpp>\nint main() { return 0; }\n' > build/cxx20.cpp
 g++ -std=c++20 -fsyntax-only -Wall -Wextra -Iinclude -I/usr/include/eigen3 build/cxx20.cpp
@@ -31,6 +34,7 @@ cmake --install build/release >/dev/null
 cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$root/build/prefix" "${launcher[@]}" >/dev/null
 cmake --build build/consumer -j "$jobs"
 ./build/consumer/consumer
+./build/consumer/consumer_optimized
 echo "== Python package (pip install into build/venv) and its pytest suite"
 bash scripts/test_python.sh
 echo "== all tests passed"

@@ -14,7 +14,7 @@ int main() {
   loaq::QuantizedWeight<float> q, r;
   const loaq::Report rep = loaq::gptq(W, acc.hessian(), grid, loaq::GptqOptions{}, q);
   if (!rep.ok()) return std::printf("gptq failed: %s\n", rep.message.c_str()), 1;
-  loaq::rtn(W, grid, -1, loaq::ParamSearch{}, r);
+  if (!loaq::rtn(W, grid, -1, loaq::ParamSearch{}, r).ok()) return 1;
   auto err = [&](const Eigen::MatrixXf& Q) {
     const Eigen::MatrixXd D = (W - Q).cast<double>();
     return (D * acc.hessian()).cwiseProduct(D).sum();

@@ -108,6 +108,17 @@ TEST_CASE_TEMPLATE("codebook grids round to the nearest level of the scaled tabl
     for (Scalar l : nf4.levels()) CHECK(std::abs(got - v) <= std::abs(l - v));
   }
   using Book2 = loaq::CodebookGrid<Scalar, 2>;
-  CHECK_THROWS_AS(Book2({0, 1, 2, 3, 4}), std::invalid_argument);
-  CHECK_THROWS_AS(Book2({0.0, NAN}), std::invalid_argument);
+  // Bad tables never throw: the grid reports them and every solver returns that status.
+  CHECK(nf4.status().ok());
+  CHECK(Book2({0, 1, 2, 3, 4}).status().status == loaq::Status::InvalidArgument);
+  CHECK(Book2({0.0, NAN}).status().status == loaq::Status::NonFiniteInput);
+  CHECK(Book2({0.0, 0.0}).status().status == loaq::Status::InvalidArgument);
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(4, 8, rng);
+  const Eigen::MatrixXd H = Eigen::MatrixXd::Identity(8, 8);
+  loaq::QuantizedWeight<Scalar> out;
+  const loaq::Report r = loaq::gptq(W.cast<Scalar>(), H, Book2({0, 1, 2, 3, 4}), loaq::GptqOptions{}, out);
+  CHECK(r.status == loaq::Status::InvalidArgument);
+  CHECK(r.message.find("levels") != std::string::npos);
+  CHECK(loaq::rtn(W.cast<Scalar>(), Book2({0.0, NAN}), -1, {}, out).status == loaq::Status::NonFiniteInput);
+  CHECK(out.weight.size() == 0);
 }

@@ -2,6 +2,9 @@
 // supported type, and every malformed file (truncated, corrupted, inconsistent) is a format_error.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <loaq/io/gguf.hpp>
 #include <random>
 
@@ -430,4 +433,98 @@ TEST_CASE("gguf: corrupted header bytes give a clean result or a format_error, n
   }
   CHECK(errors > 0);
   CHECK(accepted > 0);  // e.g. changes inside string contents keep the file valid
+}
+
+TEST_CASE("gguf: sizes a file cannot back are format_errors before any allocation") {
+  auto expect = [](const Bytes& b, const char* why) {
+    CHECK_THROWS_WITH_AS(GgufReader(b, "m"), doctest::Contains(why), format_error);
+  };
+  // Not regular files: refused instead of read without bound.
+  if (std::filesystem::exists("/dev/zero"))
+    CHECK_THROWS_WITH_AS(GgufReader("/dev/zero"), doctest::Contains("not a regular file"), format_error);
+  // A 2^40-element array and a 2^63-byte string in a tiny file.
+  GgufWriter array;
+  {
+    Bytes b;
+    GgufWriter::put(b, std::uint32_t(GgufValueType::UINT32), 4);
+    GgufWriter::put(b, 1ull << 40, 8);
+    array.kv_raw("k", GgufValueType::ARRAY, b);
+  }
+  expect(array.bytes(), "element count 1099511627776");
+  GgufWriter strings;
+  {
+    Bytes b;
+    GgufWriter::put(b, std::uint32_t(GgufValueType::STRING), 4);
+    GgufWriter::put(b, 1ull << 40, 8);
+    strings.kv_raw("k", GgufValueType::ARRAY, b);
+  }
+  expect(strings.bytes(), "cannot fit");
+  GgufWriter str;
+  {
+    Bytes b;
+    GgufWriter::put(b, 1ull << 63, 8);
+    str.kv_raw("k", GgufValueType::STRING, b);
+  }
+  expect(str.bytes(), "claims 9223372036854775808 bytes");
+  GgufWriter name;
+  {
+    Bytes b = {'G', 'G', 'U', 'F'};
+    GgufWriter::put(b, 3, 4);
+    GgufWriter::put(b, 1, 8);   // one tensor
+    GgufWriter::put(b, 0, 8);   // no metadata
+    GgufWriter::put(b, ~0ull, 8);  // its name claims 2^64 - 1 bytes
+    b.resize(64, 0);
+    expect(b, "claims 18446744073709551615 bytes");
+  }
+}
+
+// Fuzzer finding (gguf_fuzz, regress-tensor-bytes-overflow.gguf): 2^62 F32 elements are 2^64
+// bytes, which wrapped to 0, passed the bounds check and made dequantize() throw length_error.
+TEST_CASE("gguf: a tensor whose byte size overflows 64 bits is a format_error") {
+  GgufWriter w;
+  w.tensor("t", {1ull << 31, 1ull << 31}, loaq::io::ggml_type::F32, Bytes{});
+  CHECK_THROWS_WITH_AS(GgufReader(w.bytes(), "m"), doctest::Contains("more than the"), format_error);
+  GgufWriter q;
+  q.tensor("t", {1ull << 62}, loaq::io::ggml_type::Q8_0, Bytes{});
+  CHECK_THROWS_WITH_AS(GgufReader(q.bytes(), "m"), doctest::Contains("can hold"), format_error);
+}
+
+// Fuzzer finding (gguf_fuzz, regress-empty-tensor-huge-dim.gguf): an empty tensor [2^62, 0] made
+// matrix() loop 2^62 times copying nothing (a hang).
+TEST_CASE("gguf: an empty tensor with a huge other axis reads at once") {
+  GgufWriter w;
+  w.tensor("t", {1ull << 62, 0}, loaq::io::ggml_type::F32, Bytes{});
+  w.tensor("u", {0, 1ull << 62}, loaq::io::ggml_type::F32, Bytes{});
+  const GgufReader r(w.bytes(), "m");
+  CHECK(r.matrix("t").rows() == 0);
+  CHECK(r.matrix("t").cols() == Eigen::Index(1ull << 62));
+  CHECK(r.matrix("u").rows() == Eigen::Index(1ull << 62));
+  CHECK(r.dequantize("u").empty());
+}
+
+// The fuzzer's seeds (tests/fuzz/corpus/gguf_fuzz) are valid files, and the regression inputs
+// found by fuzzing read cleanly or throw format_error.
+TEST_CASE("gguf: fuzz seed corpus") {
+  const std::filesystem::path dir = std::filesystem::path(LOAQ_SOURCE_DIR) / "tests/fuzz/corpus/gguf_fuzz";
+  REQUIRE(std::filesystem::is_directory(dir));
+  std::size_t seeds = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::ifstream f(e.path(), std::ios::binary);
+    const Bytes b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    CAPTURE(e.path().string());
+    if (e.path().filename().string().rfind("regress-", 0) == 0) {
+      try {
+        read_everything(b);
+      } catch (const format_error&) {
+      }
+      continue;
+    }
+    ++seeds;
+    for (const GgufReader& r : {GgufReader(b, "seed"), GgufReader(e.path().string())}) {
+      CHECK(r.file_size() == b.size());
+      for (const auto& t : r.tensors())
+        if (GgufReader::can_dequantize(t.type)) CHECK(r.dequantize(t).size() == t.n_elements);
+    }
+  }
+  CHECK(seeds >= 5);
 }

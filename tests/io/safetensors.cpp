@@ -1,6 +1,17 @@
 // safetensors reader/writer: round trip, conversions, and every malformed file is an error.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <thread>
+
 #include "../support.hpp"
 
 using loaq::io::DType;
@@ -51,4 +62,220 @@ TEST_CASE("every truncation and header corruption of a safetensors file is a for
     }
   }
   CHECK(errors > 0);
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh empty folder under the system's temporary folder, removed at scope exit.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static int counter = 0;
+    path = fs::temp_directory_path() /
+           ("loaq_io_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+  std::vector<std::string> names() const {
+    std::vector<std::string> v;
+    for (const auto& e : fs::directory_iterator(path)) v.push_back(e.path().filename().string());
+    std::sort(v.begin(), v.end());
+    return v;
+  }
+};
+
+void put_file(const std::string& path, const std::vector<char>& b) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(b.data(), std::streamsize(b.size()));
+}
+std::vector<char> get_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+std::vector<char> header_only(std::uint64_t n, const std::string& json) {
+  std::vector<char> b(8 + json.size());
+  for (int i = 0; i < 8; ++i) b[std::size_t(i)] = char((n >> (8 * i)) & 0xff);
+  std::copy(json.begin(), json.end(), b.begin() + 8);
+  return b;
+}
+
+// Reads `bytes` through a FIFO (a stream without a size): a writer thread feeds it and closes.
+template <class F>
+void through_fifo(const TempDir& dir, const std::vector<char>& bytes, F&& read) {
+  const std::string fifo = dir / "pipe";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::signal(SIGPIPE, SIG_IGN);  // the reader may stop early; the writer then just gets EPIPE
+  std::thread writer([&] {
+    const int fd = ::open(fifo.c_str(), O_WRONLY);
+    if (fd < 0) return;
+    for (std::size_t off = 0; off < bytes.size();) {
+      const ::ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
+      if (n <= 0) break;
+      off += std::size_t(n);
+    }
+    ::close(fd);
+  });
+  try {
+    read(fifo);
+  } catch (...) {
+    writer.join();
+    fs::remove(fifo);
+    throw;
+  }
+  writer.join();
+  fs::remove(fifo);
+}
+
+}  // namespace
+
+TEST_CASE("safetensors files are read only as far as the header declares, never unboundedly") {
+  // /dev/zero declares a 0-byte header: a clear error at once, not gigabytes read.
+  if (fs::exists("/dev/zero"))
+    CHECK_THROWS_WITH_AS(SafetensorsReader("/dev/zero"), doctest::Contains("header length 0"),
+                         loaq::io::format_error);
+  CHECK_THROWS_WITH_AS(SafetensorsReader("/"), doctest::Contains("is a directory"), loaq::io::format_error);
+  CHECK_THROWS_WITH_AS(SafetensorsReader("/nonexistent/x.safetensors"), doctest::Contains("cannot open"),
+                       loaq::io::format_error);
+
+  TempDir dir;
+  SafetensorsWriter w;
+  Eigen::MatrixXf M(2, 3);
+  M << 1, 2, 3, 4, 5, 6;
+  w.add_matrix("weight", M, DType::F32);
+  const std::vector<char> good = w.bytes();
+
+  // Header lengths: 2^60 and just over the 100 MB cap, in a small file.
+  put_file(dir / "huge_header", header_only(1ull << 60, "{}"));
+  CHECK_THROWS_WITH_AS(SafetensorsReader(dir / "huge_header"), doctest::Contains("exceeds"), loaq::io::format_error);
+  put_file(dir / "cap", header_only(100000001, "{}"));
+  CHECK_THROWS_WITH_AS(SafetensorsReader(dir / "cap"), doctest::Contains("100000000-byte limit"),
+                       loaq::io::format_error);
+
+  // A huge file with a small header: only the declared bytes are kept.
+  std::vector<char> padded = good;
+  padded.resize(good.size() + (4 << 20), 'x');
+  put_file(dir / "padded", padded);
+  CHECK((SafetensorsReader(dir / "padded").matrix<float>("weight") == M));
+
+  // Streams: a valid file through a FIFO, a 2^60-byte header and a 2^40-byte data section
+  // declared on a stream that ends after a few bytes.
+  through_fifo(dir, good, [&](const std::string& p) {
+    CHECK((SafetensorsReader{p}.matrix<float>("weight") == M));
+  });
+  through_fifo(dir, header_only(1ull << 60, "{}"), [&](const std::string& p) {
+    CHECK_THROWS_WITH_AS(SafetensorsReader{p}, doctest::Contains("limit"), loaq::io::format_error);
+  });
+  const std::string lying =
+      R"({"w":{"dtype":"U8","shape":[1099511627776],"data_offsets":[0,1099511627776]}})";
+  through_fifo(dir, header_only(lying.size(), lying + "0123"), [&](const std::string& p) {
+    CHECK_THROWS_WITH_AS(SafetensorsReader{p}, doctest::Contains("truncated"), loaq::io::format_error);
+  });
+  // The same lie in a regular file is caught from the file size before reading.
+  put_file(dir / "lying", header_only(lying.size(), lying + "0123"));
+  CHECK_THROWS_WITH_AS(SafetensorsReader(dir / "lying"), doctest::Contains("outside"), loaq::io::format_error);
+}
+
+TEST_CASE("safetensors headers that would only exhaust memory or time are format_errors") {
+  // Deep JSON nesting.
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  CHECK_THROWS_WITH_AS(SafetensorsReader(header_only(deep.size(), deep), "m"),
+                       doctest::Contains("nests deeper"), loaq::io::format_error);
+  // An empty tensor with a huge other axis: readable at once (no loop over 2^62 rows).
+  const std::string empty =
+      R"({"e":{"dtype":"F32","shape":[4611686018427387904,0],"data_offsets":[0,0]},)"
+      R"("i":{"dtype":"I32","shape":[0],"data_offsets":[0,0]}})";
+  const SafetensorsReader r(header_only(empty.size(), empty), "m");
+  CHECK(r.matrix<float>("e").rows() == Eigen::Index(1ll << 62));
+  CHECK(r.matrix<float>("e").cols() == 0);
+  // The dtype is checked even when there is nothing to convert.
+  CHECK_THROWS_WITH_AS(r.floats<float>("i"), doctest::Contains("dtype I32"), loaq::io::format_error);
+  // nlohmann's own exceptions never escape (numbers too large, wrong types).
+  for (const std::string h : {R"({"w":{"dtype":"F32","shape":[1e999],"data_offsets":[0,0]}})",
+                              R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})",
+                              R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,-4]}})",
+                              R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4.0]}})",
+                              R"({"w":{"dtype":7,"shape":[1],"data_offsets":[0,4]}})",
+                              R"({"__metadata__":[1]})", R"([])", R"("x")"})
+    CHECK_THROWS_AS(SafetensorsReader(header_only(h.size(), h + "0000"), "m"), loaq::io::format_error);
+}
+
+TEST_CASE("safetensors writes are atomic: temporary file, then rename") {
+  TempDir dir;
+  SafetensorsWriter big, small;
+  big.add_matrix("weight", Eigen::MatrixXf::Constant(64, 64, 1.f), DType::F32);
+  small.add_vector("v", Eigen::VectorXf::Constant(3, 2.f), DType::F32);
+
+  // Missing folder: an error naming the path and the reason, and nothing created.
+  const std::string missing = dir / "no/such/folder/out.safetensors";
+  CHECK_THROWS_WITH_AS(small.write(missing), doctest::Contains("No such file or directory"),
+                       loaq::io::format_error);
+  CHECK(dir.names().empty());
+
+  // Over an existing file: replaced whole, permissions kept, no temporary left behind; a reader
+  // that has the old file open still sees the old contents.
+  const std::string out = dir / "out.safetensors";
+  big.write(out);
+  fs::permissions(out, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+  std::ifstream old(out, std::ios::binary);
+  small.write(out);
+  CHECK(get_file(out) == small.bytes());
+  CHECK(fs::status(out).permissions() == (fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read));
+  CHECK(dir.names() == std::vector<std::string>{"out.safetensors"});
+  const std::vector<char> old_bytes((std::istreambuf_iterator<char>(old)), std::istreambuf_iterator<char>());
+  CHECK(old_bytes == big.bytes());
+
+  // --out equal to --in: the reader holds its bytes, so writing over its file is safe.
+  const SafetensorsReader in(out);
+  SafetensorsWriter again;
+  again.add_vector("v", in.vector<float>("v") * 2.f, DType::F32);
+  again.write(out);
+  CHECK(SafetensorsReader(out).vector<float>("v") == Eigen::VectorXf::Constant(3, 4.f));
+
+  // The rename fails (the target is a non-empty folder): the temporary is removed, the folder kept.
+  fs::create_directories(dir.path / "taken" / "child");
+  CHECK_THROWS_WITH_AS(small.write(dir / "taken"), doctest::Contains("rename"), loaq::io::format_error);
+  CHECK(dir.names() == std::vector<std::string>{"out.safetensors", "taken"});
+}
+
+// The fuzzer's seeds (tests/fuzz/corpus/safetensors_fuzz) are valid files; regression inputs
+// found by fuzzing read cleanly or throw format_error.
+TEST_CASE("safetensors fuzz seed corpus") {
+  const fs::path corpus = fs::path(LOAQ_TEST_DATA_DIR) / "../fuzz/corpus/safetensors_fuzz";
+  REQUIRE(fs::is_directory(corpus));
+  std::size_t seeds = 0;
+  for (const auto& e : fs::directory_iterator(corpus)) {
+    CAPTURE(e.path().string());
+    if (e.path().filename().string().rfind("regress-", 0) == 0) {
+      try {
+        const SafetensorsReader r(e.path().string());
+        for (const auto& n : r.tensor_names()) (void)r.raw(n);
+      } catch (const loaq::io::format_error&) {
+      }
+      continue;
+    }
+    ++seeds;
+    const SafetensorsReader r(e.path().string());
+    const SafetensorsReader m(get_file(e.path().string()), "mem");
+    CHECK(r.tensor_names() == m.tensor_names());
+    for (const auto& n : r.tensor_names()) CHECK(r.raw(n) == m.raw(n));
+  }
+  CHECK(seeds >= 5);
+}
+
+TEST_CASE("safetensors writer refuses what the reader would reject, with format_error") {
+  SafetensorsWriter w;
+  CHECK_THROWS_WITH_AS(w.add_raw("t", DType::F32, {2, 2}, std::vector<char>(15)), doctest::Contains("need 16"),
+                       loaq::io::format_error);
+  CHECK_THROWS_AS(w.add_raw("t", DType::F32, {-1}, {}), loaq::io::format_error);
+  CHECK_THROWS_AS(w.add_raw("__metadata__", DType::U8, {1}, std::vector<char>(1)), loaq::io::format_error);
+  w.add_raw("t", DType::U8, {1}, std::vector<char>(1));
+  w.set_metadata("bad", std::string("\xff\xfe"));  // not UTF-8: JSON cannot carry it
+  CHECK_THROWS_WITH_AS(w.bytes(), doctest::Contains("encode"), loaq::io::format_error);
 }

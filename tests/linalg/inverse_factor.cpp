@@ -18,7 +18,8 @@ TEST_CASE_TEMPLATE("inverse factor is the upper Cholesky factor of the damped in
   CHECK(f.attempts() == 1);
   CHECK(f.failed_pivot() == -1);
   CHECK(f.damping() == doctest::Approx(0.01 * H.diagonal().mean()));
-  const Eigen::MatrixXd U = f.upper().template cast<double>();
+  // upper() is normalized: (H + λI)⁻¹ = 4^−k·UᵀU.
+  const Eigen::MatrixXd U = f.upper().template cast<double>() * std::ldexp(1.0, -f.log4_scale());
   CHECK(U.isUpperTriangular(0));
   CHECK((U.diagonal().array() > 0).all());
   Eigen::MatrixXd Hd = H;
@@ -65,4 +66,52 @@ TEST_CASE("inverse factor rejects non-finite and malformed input") {
   CHECK(f.compute(Eigen::MatrixXd::Identity(3, 3), loaq::DampingPolicy{-1.0, 10, 4}).info() ==
         loaq::Status::InvalidArgument);
   CHECK(f.compute(-Eigen::MatrixXd::Identity(3, 3)).info() == loaq::Status::NotPositiveDefinite);
+}
+
+TEST_CASE("a non-symmetric Hessian is refused; float-GEMM rounding is not") {
+  std::mt19937 rng(29);
+  const Index n = 40;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 500, rng);
+  const Eigen::MatrixXd H = 2.0 * X * X.transpose();
+  loaq::InverseFactor<double> f;
+  Eigen::MatrixXd A = H;
+  A(3, 17) += 0.05 * std::sqrt(H(3, 3) * H(17, 17));  // only the lower triangle differs
+  CHECK(f.compute(A).info() == loaq::Status::NotSymmetric);
+  CHECK(f.message().find("H(17,3)") != std::string::npos);
+  CHECK(f.upper().size() == 0);
+  // X Xᵀ formed in float by a GEMM: asymmetric in the last bits only.
+  const Eigen::MatrixXf Xf = X.cast<float>();
+  const Eigen::MatrixXf Hf = 2.0f * Xf * Xf.transpose();
+  CHECK(f.compute(Hf.cast<double>()).info() == loaq::Status::Success);
+  loaq::QuantizedWeight<float> out;
+  CHECK(loaq::gptq(Eigen::MatrixXf::Ones(2, n), A, loaq::UniformGrid<float, 4>(), {}, out).status ==
+        loaq::Status::NotSymmetric);
+}
+
+TEST_CASE_TEMPLATE("the factor is exact under power-of-4 scaling and finite at any representable scale",
+                   Scalar, float, double) {
+  std::mt19937 rng(31);
+  const Index n = 50;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 400, rng);
+  const Eigen::MatrixXd H = 2.0 * X * X.transpose();
+  loaq::InverseFactor<Scalar> base, f;
+  REQUIRE(base.compute(H).info() == loaq::Status::Success);
+  for (int j : {-300, -40, -3, 5, 60, 400}) {
+    REQUIRE(f.compute(H * std::ldexp(1.0, 2 * j)).info() == loaq::Status::Success);
+    CHECK((f.upper() == base.upper()));  // normalization is exact: same bits
+    CHECK(f.log4_scale() == base.log4_scale() + j);
+  }
+  for (double scale : {1e-300, 1e-100, 1e80, 1e300}) {
+    REQUIRE(f.compute(H * scale).info() == loaq::Status::Success);
+    CHECK(f.upper().allFinite());
+    CHECK(f.residual(H * scale) < (std::is_same_v<Scalar, float> ? 1e-2 : 1e-10));
+  }
+  // Huge damping: H + λI ≈ λI, still a finite, accurate factor (GPTQ degenerates to RTN).
+  for (double percdamp : {1e10, 1e80, 1e300}) {
+    REQUIRE(f.compute(H, loaq::DampingPolicy{percdamp, 10, 1}).info() == loaq::Status::Success);
+    CHECK(f.upper().allFinite());
+    CHECK(f.residual(H) < 1e-3);
+  }
+  CHECK(f.compute(H, loaq::DampingPolicy{std::numeric_limits<double>::infinity(), 10, 1}).info() ==
+        loaq::Status::InvalidArgument);
 }

@@ -31,8 +31,8 @@ Eigen::MatrixXd least_squares(const Eigen::MatrixXd& Xin, const Eigen::MatrixXd&
   return Xin.transpose().colPivHouseholderQr().solve(Y.transpose()).transpose();
 }
 
-loaq::PreparedHessian undamped(const Eigen::MatrixXd& H) {
-  loaq::PreparedHessian prep;
+loaq::PreparedHessian<double> undamped(const Eigen::MatrixXd& H) {
+  loaq::PreparedHessian<double> prep;
   REQUIRE(loaq::prepare_hessian(H, false, loaq::DampingPolicy{0.0, 10, 1}, prep).ok());
   return prep;
 }
@@ -147,7 +147,7 @@ TEST_CASE("with identical streams every target is W itself") {
   REQUIRE(nw.add(s.X, s.X, s.R, s.R).ok());
   REQUIRE(nu.add(s.X, s.X, s.R, s.R).ok());
   auto target = [&](const auto& st) {
-    loaq::PreparedHessian prep;
+    loaq::PreparedHessian<double> prep;
     REQUIRE(loaq::prepare_hessian(st.stats().hessian(), true, loaq::DampingPolicy{}, prep).ok());
     const Eigen::MatrixXd* G = st.stats().has_residual_cross() ? &st.stats().residual_cross() : nullptr;
     return Eigen::MatrixXd(loaq::closed_form_target<double>(s.W, &st.stats().cross(), G, prep, st.weights()));

@@ -64,3 +64,38 @@ TEST_CASE("accumulator rejects mismatched and non-finite batches") {
   CHECK(acc.tokens() == 0);  // nothing was half-added
   CHECK(acc.hessian().isZero(0));
 }
+
+TEST_CASE("a batch of zero tokens is a no-op at every size, and no tokens at all is an error") {
+  for (Index n : {8, 64, 128, 300}) {
+    loaq::CalibrationAccumulator<double> acc(n, 5);
+    CHECK(acc.add_batch(Eigen::MatrixXd(n, 0)).ok());  // SIGFPE under the SYRK before
+    CHECK(acc.add_batch(Eigen::MatrixXd(n, 0), Eigen::MatrixXd(n, 0), Eigen::MatrixXd(5, 0),
+                        Eigen::MatrixXd(5, 0)).ok());
+    CHECK(acc.tokens() == 0);
+    CHECK(acc.sequences() == 0);
+    CHECK(acc.hessian().isZero(0));
+    // Solving on it says why instead of returning zeros.
+    loaq::QuantizedWeight<float> out;
+    const loaq::Report r = loaq::gptq(Eigen::MatrixXf::Ones(3, n), acc.hessian(),
+                                      loaq::UniformGrid<float, 4>(), loaq::GptqOptions{}, out);
+    CHECK(r.status == loaq::Status::InvalidArgument);
+    CHECK(r.message.find("no calibration tokens") != std::string::npos);
+    CHECK(out.weight.size() == 0);
+  }
+  loaq::CalibrationAccumulator<double> acc(4);
+  CHECK(acc.add_batch(Eigen::MatrixXd(5, 0)).status == loaq::Status::ShapeMismatch);
+}
+
+TEST_CASE("activations whose products overflow are refused and leave the statistics untouched") {
+  std::mt19937 rng(5);
+  const Eigen::MatrixXd X = loaq_test::random_inputs(6, 20, rng);
+  loaq::CalibrationAccumulator<double> acc(6);
+  REQUIRE(acc.add_batch(X).ok());
+  const Eigen::MatrixXd before = acc.hessian();
+  const loaq::Report r = acc.add_batch(X * 1e160);
+  CHECK(r.status == loaq::Status::OutOfRange);
+  CHECK(acc.tokens() == 20);
+  CHECK((acc.hessian() == before));
+  CHECK(acc.add_batch(X * 1e100).ok());  // large but representable: fine
+  CHECK(acc.hessian().allFinite());
+}

@@ -4,14 +4,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <stdexcept>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "../config.hpp"
+#include "../status.hpp"
 
 namespace loaq {
 
 // Bits bounds the table size (≤ 2^Bits levels); the table is sorted on construction.
+// Construction never throws (the library's numerical rule): a bad table leaves status() failed,
+// and every solver given this grid returns that Report.
 template <class Scalar_, int Bits>
 class CodebookGrid {
  public:
@@ -19,20 +23,33 @@ class CodebookGrid {
   static constexpr int bits = Bits;
   static_assert(Bits >= 2 && Bits <= 8, "bits must be in [2, 8]");
 
-  // Throws std::invalid_argument for an empty, oversized, non-finite or all-zero table.
   explicit CodebookGrid(std::vector<double> levels) {
     internal::check_scalar<Scalar>();
-    if (levels.empty() || levels.size() > (std::size_t(1) << Bits))
-      throw std::invalid_argument("codebook needs 1 .. 2^bits levels");
+    if (levels.empty() || levels.size() > (std::size_t(1) << Bits)) {
+      status_ = Report::fail(Status::InvalidArgument,
+                             "codebook needs 1 .. 2^" + std::to_string(Bits) + " levels, got " +
+                                 std::to_string(levels.size()));
+      levels_ = {Scalar(-1), Scalar(1)};
+      return;
+    }
     for (double v : levels)
-      if (!std::isfinite(v)) throw std::invalid_argument("codebook level is not finite");
+      if (!std::isfinite(v) || std::abs(v) > double(std::numeric_limits<Scalar>::max())) {
+        status_ = Report::fail(Status::NonFiniteInput, "codebook level is not a finite value");
+        levels_ = {Scalar(-1), Scalar(1)};
+        return;
+      }
     std::sort(levels.begin(), levels.end());
     levels.erase(std::unique(levels.begin(), levels.end()), levels.end());
     for (double v : levels) levels_.push_back(Scalar(v));
     absmax_ = std::max(std::abs(levels_.front()), std::abs(levels_.back()));
-    if (absmax_ == 0) throw std::invalid_argument("codebook levels are all zero");
+    if (absmax_ == 0) {
+      status_ = Report::fail(Status::InvalidArgument, "codebook levels are all zero");
+      absmax_ = 1;
+    }
   }
 
+  // Success, or what is wrong with the table.
+  const Report& status() const { return status_; }
   const std::vector<Scalar>& levels() const { return levels_; }
 
   void adjust_range(Scalar& xmin, Scalar& xmax) const {
@@ -60,6 +77,7 @@ class CodebookGrid {
  private:
   std::vector<Scalar> levels_;
   Scalar absmax_ = 1;
+  Report status_;
 };
 
 // NF4 (QLoRA): quantiles of N(0,1) normalised to [-1, 1].

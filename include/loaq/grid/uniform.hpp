@@ -47,6 +47,7 @@ class UniformGrid {
   // s = (xmax − xmin)/maxq; z = (maxq+1)/2 for sym, round(−xmin/s) otherwise.
   void params(Scalar xmin, Scalar xmax, Scalar& scale, Scalar& zero) const {
     scale = (xmax - xmin) / Scalar(maxq);
+    if (!std::isfinite(scale)) scale = xmax / Scalar(maxq) - xmin / Scalar(maxq);  // range overflowed
     zero = sym_ ? Scalar((maxq + 1) / 2) : internal::round_half_even(-xmin / scale);
   }
 

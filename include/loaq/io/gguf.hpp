@@ -8,9 +8,10 @@
 // then the data section; tensor offsets are relative to its start. A string is u64 length +
 // bytes; an array is u32 element type + u64 count + elements.
 //
-// The whole file is read into memory and every count, offset and size is checked against the
-// bytes actually present before use, so a truncated or corrupt file throws format_error and
-// never reads out of bounds. Values are assembled byte by byte: no unaligned loads.
+// The whole file is read into memory (regular files only, so /dev/zero or a FIFO is refused
+// instead of read without end) and every count, offset and size is checked against the bytes
+// actually present before anything is allocated or read, so a truncated, corrupt or lying file
+// throws format_error (never bad_alloc or length_error) and never reads out of bounds. Values are assembled byte by byte: no unaligned loads.
 #pragma once
 
 #include <Eigen/Core>
@@ -21,6 +22,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -243,7 +245,12 @@ class GgufReader {
     const std::streamoff n = f.tellg();
     if (n < 0 || std::uint64_t(n) > std::uint64_t(bytes_.max_size()))
       throw format_error(path + ": cannot determine the file size");
-    bytes_.resize(std::size_t(n));
+    try {
+      bytes_.resize(std::size_t(n));
+    } catch (const std::bad_alloc&) {
+      throw format_error(path + ": out of memory: reading the file needs " + std::to_string(n) +
+                         " bytes");
+    }
     f.seekg(0);
     if (n > 0 && !f.read(reinterpret_cast<char*>(bytes_.data()), std::streamsize(n)))
       throw format_error(path + ": read failed");
@@ -351,6 +358,9 @@ class GgufReader {
     check_size(name, "rows", r, rows);
     check_size(name, "columns", c, cols);
     check_dequantizable(t);
+    // An empty tensor may declare a huge other axis: no copy loop over it.
+    if (t.n_elements == 0)
+      return Eigen::MatrixXf(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
     using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     RowMajor m(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
     dequantize_into(t, m.data());
@@ -533,8 +543,14 @@ class GgufReader {
         throw format_error(name_ + ": " + what + " row length " + std::to_string(row) +
                            " is not a multiple of the " + ti->name + " block size " +
                            std::to_string(ti->block));
-      // n_elements < 2^63 and bytes/block <= 292, so this cannot overflow 64 bits.
-      t.n_bytes = t.n_elements / ti->block * ti->bytes;
+      // blocks * bytes can exceed 2^64 (2^62 F32 elements wrap to 0 bytes): a size that no
+      // file can hold is rejected before it is multiplied.
+      const std::uint64_t blocks = t.n_elements / ti->block;
+      if (blocks > std::uint64_t(bytes_.size()) / ti->bytes)
+        throw format_error(name_ + ": " + what + " has " + std::to_string(t.n_elements) + " " +
+                           ti->name + " elements, more than the " +
+                           std::to_string(bytes_.size()) + "-byte file can hold");
+      t.n_bytes = blocks * ti->bytes;
       if (t.offset % alignment_ != 0)
         throw format_error(name_ + ": " + what + " offset " + std::to_string(t.offset) +
                            " is not a multiple of the alignment " + std::to_string(alignment_));

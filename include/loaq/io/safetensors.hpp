@@ -4,8 +4,11 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include "error.hpp"
+#include "file.hpp"
 
 namespace loaq {
 namespace io {
@@ -61,18 +65,84 @@ struct TensorInfo {
   }
 };
 
-// Whole file read into memory; every offset validated on open.
+// Reads the 8-byte header length, checks it against kMaxHeaderBytes and (for a regular file)
+// the file size, reads and validates the header, then reads only the data section the header
+// declares. Nothing is allocated that the file has not backed with bytes: /dev/zero, a FIFO, a
+// file with a lying header or a huge file with a small header are all handled. Every malformed,
+// truncated or lying input is a format_error.
 class SafetensorsReader {
  public:
+  // The safetensors specification's limit on the JSON header (100 MB).
+  static constexpr std::uint64_t kMaxHeaderBytes = 100000000;
+  // JSON nesting a valid header never exceeds ({name: {shape: [..]}} is depth 3).
+  static constexpr std::size_t kMaxHeaderDepth = 16;
+
   explicit SafetensorsReader(const std::string& path) : path_(path) {
+    std::error_code ec;
+    const auto st = std::filesystem::status(path, ec);
+    if (ec) throw format_error(path + ": cannot open file (" + ec.message() + ")");
+    if (std::filesystem::is_directory(st)) throw format_error(path + ": is a directory");
+    const bool regular = std::filesystem::is_regular_file(st);
+    std::uint64_t file_size = 0;
+    if (regular) {
+      file_size = std::filesystem::file_size(path, ec);
+      if (ec) throw format_error(path + ": cannot determine the file size (" + ec.message() + ")");
+    }
     std::ifstream f(path, std::ios::binary);
-    if (!f) throw format_error(path + ": cannot open file");
-    bytes_.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-    parse();
+    if (!f) throw format_error(path + ": cannot open file (" + std::strerror(errno) + ")");
+    if (read_bounded(f, 8, bytes_, path_) < 8)
+      throw format_error(path_ + ": file too short for a safetensors header (" +
+                         std::to_string(bytes_.size()) + " bytes)");
+    const std::uint64_t n = header_length();
+    if (regular && n > file_size - 8)
+      throw format_error(path_ + ": header length " + std::to_string(n) +
+                         " exceeds the file size " + std::to_string(file_size) +
+                         " (truncated or not a safetensors file)");
+    if (read_bounded(f, n, bytes_, path_) < n)
+      throw format_error(path_ + ": file ends inside the " + std::to_string(n) +
+                         "-byte header (truncated)");
+    data_start_ = 8 + std::size_t(n);
+    // A regular file's data section is the rest of the file; a stream's is what the header says.
+    const std::uint64_t declared =
+        parse_header(regular ? file_size - data_start_ : std::numeric_limits<std::uint64_t>::max());
+    if (regular) {
+      try {
+        bytes_.reserve(data_start_ + std::size_t(declared));
+      } catch (const std::bad_alloc&) {
+        throw format_error(path_ + ": out of memory: the tensors need " +
+                           std::to_string(declared) + " bytes");
+      } catch (const std::length_error&) {
+        throw format_error(path_ + ": out of memory: the tensors need " +
+                           std::to_string(declared) + " bytes");
+      }
+    }
+    if (read_bounded(f, declared, bytes_, path_) < declared)
+      throw format_error(path_ + ": file ends inside the " + std::to_string(declared) +
+                         "-byte data section the header declares (truncated)");
   }
   SafetensorsReader(std::vector<char> bytes, std::string name)
       : path_(std::move(name)), bytes_(std::move(bytes)) {
-    parse();
+    if (bytes_.size() < 8) throw format_error(path_ + ": file too short for a safetensors header");
+    const std::uint64_t n = header_length();
+    if (n > bytes_.size() - 8)
+      throw format_error(path_ + ": header length " + std::to_string(n) +
+                         " exceeds the file size " + std::to_string(bytes_.size()) +
+                         " (truncated or not a safetensors file)");
+    data_start_ = 8 + std::size_t(n);
+    parse_header(bytes_.size() - data_start_);
+  }
+
+  // Tensor names in sorted order.
+  std::vector<std::string> tensor_names() const {
+    std::vector<std::string> v;
+    for (auto& kv : tensors_) v.push_back(kv.first);
+    return v;
+  }
+  // A tensor's bytes exactly as stored (any dtype).
+  std::vector<char> raw(const std::string& name) const {
+    const TensorInfo& t = info(name);
+    const char* p = bytes_.data() + data_start_ + t.begin;
+    return std::vector<char>(p, p + (t.end - t.begin));
   }
 
   bool contains(const std::string& name) const { return tensors_.count(name) > 0; }
@@ -103,6 +173,8 @@ class SafetensorsReader {
     check_dim(name, 1, t.shape[1], cols);
     std::vector<Scalar> v = floats<Scalar>(name);
     Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> M(t.shape[0], t.shape[1]);
+    // An empty tensor may declare a huge other axis: no loop over it.
+    if (v.empty()) return M;
     for (std::int64_t r = 0; r < t.shape[0]; ++r)
       for (std::int64_t c = 0; c < t.shape[1]; ++c) M(r, c) = v[std::size_t(r * t.shape[1] + c)];
     return M;
@@ -126,6 +198,10 @@ class SafetensorsReader {
     const TensorInfo& t = info(name);
     const char* p = bytes_.data() + data_start_ + t.begin;
     const std::size_t k = t.numel();
+    if (t.dtype != DType::F64 && t.dtype != DType::F32 && t.dtype != DType::F16 &&
+        t.dtype != DType::BF16)
+      throw format_error(path_ + ": tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
+                         ", expected F64, F32, F16 or BF16");
     std::vector<Scalar> v(k);
     for (std::size_t i = 0; i < k; ++i) {
       switch (t.dtype) {
@@ -162,23 +238,53 @@ class SafetensorsReader {
                          std::to_string(want));
   }
 
-  void parse() {
-    if (bytes_.size() < 8) throw format_error(path_ + ": file too short for a safetensors header");
+  // The u64 little-endian header length in bytes_[0..8), checked against kMaxHeaderBytes.
+  std::uint64_t header_length() const {
     std::uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | std::uint8_t(bytes_[std::size_t(i)]);
-    if (n > bytes_.size() - 8)
+    if (n < 2)
       throw format_error(path_ + ": header length " + std::to_string(n) +
-                         " exceeds the file size " + std::to_string(bytes_.size()) +
-                         " (truncated or not a safetensors file)");
-    data_start_ = 8 + std::size_t(n);
-    const std::size_t data_size = bytes_.size() - data_start_;
+                         " is too small for a JSON header (not a safetensors file)");
+    if (n > kMaxHeaderBytes)
+      throw format_error(path_ + ": header length " + std::to_string(n) + " exceeds the " +
+                         std::to_string(kMaxHeaderBytes) +
+                         "-byte limit (corrupt or not a safetensors file)");
+    return n;
+  }
+
+  struct too_deep {};
+
+  // Parses and validates the JSON header in bytes_[8, data_start_); every tensor must lie
+  // within `data_size` bytes after the header. Returns the data section size the tensors
+  // declare (the largest end offset).
+  std::uint64_t parse_header(std::uint64_t data_size) {
     nlohmann::json header;
     try {
-      header = nlohmann::json::parse(bytes_.begin() + 8, bytes_.begin() + std::ptrdiff_t(data_start_));
+      header = nlohmann::json::parse(
+          bytes_.begin() + 8, bytes_.begin() + std::ptrdiff_t(data_start_),
+          [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+            if (std::size_t(depth) > kMaxHeaderDepth) throw too_deep{};
+            return true;
+          });
     } catch (const nlohmann::json::exception& e) {
       throw format_error(path_ + ": header is not valid JSON (" + e.what() + ")");
+    } catch (const too_deep&) {
+      throw format_error(path_ + ": header nests deeper than " + std::to_string(kMaxHeaderDepth) +
+                         " levels (not a safetensors header)");
+    } catch (const std::bad_alloc&) {
+      throw format_error(path_ + ": out of memory parsing the " +
+                         std::to_string(data_start_ - 8) + "-byte header");
     }
+    try {
+      return interpret_header(header, data_size);
+    } catch (const nlohmann::json::exception& e) {
+      throw format_error(path_ + ": malformed header (" + e.what() + ")");
+    }
+  }
+
+  std::uint64_t interpret_header(const nlohmann::json& header, std::uint64_t data_size) {
     if (!header.is_object()) throw format_error(path_ + ": header is not a JSON object");
+    std::uint64_t declared = 0;
     for (auto it = header.begin(); it != header.end(); ++it) {
       const std::string& key = it.key();
       const auto& v = it.value();
@@ -220,8 +326,10 @@ class SafetensorsReader {
           t.end - t.begin != numel * dtype_size(t.dtype))
         throw format_error(path_ + ": tensor '" + key + "' byte size " +
                            std::to_string(t.end - t.begin) + " does not match its shape and dtype");
+      declared = std::max<std::uint64_t>(declared, t.end);
       tensors_[key] = t;
     }
+    return declared;
   }
 
   std::string path_;
@@ -247,8 +355,22 @@ class SafetensorsWriter {
     for (Eigen::Index i = 0; i < v.size(); ++i) append(bytes, double(v(i)), dtype);
     add_raw(name, dtype, {std::int64_t(v.size())}, std::move(bytes));
   }
+  // The bytes must match the shape and dtype (a file the reader would reject is never written).
   void add_raw(const std::string& name, DType dtype, std::vector<std::int64_t> shape,
                std::vector<char> bytes) {
+    if (name == "__metadata__")
+      throw format_error("safetensors: '__metadata__' cannot be a tensor name");
+    std::size_t numel = 1;
+    for (std::int64_t d : shape) {
+      if (d < 0 || (d != 0 && numel > std::numeric_limits<std::size_t>::max() / std::uint64_t(d)))
+        throw format_error("safetensors: tensor '" + name + "' has a bad shape");
+      numel *= std::size_t(d);
+    }
+    if (numel > std::numeric_limits<std::size_t>::max() / dtype_size(dtype) ||
+        bytes.size() != numel * dtype_size(dtype))
+      throw format_error("safetensors: tensor '" + name + "' has " +
+                         std::to_string(bytes.size()) + " bytes, its shape and dtype need " +
+                         std::to_string(numel * dtype_size(dtype)));
     entries_[name] = Entry{dtype, std::move(shape), std::move(bytes)};
   }
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
@@ -263,21 +385,32 @@ class SafetensorsWriter {
                           {"data_offsets", {offset, offset + kv.second.bytes.size()}}};
       offset += kv.second.bytes.size();
     }
-    std::string h = header.dump();
+    std::string h;
+    try {
+      h = header.dump();
+    } catch (const nlohmann::json::exception& e) {
+      // Names and metadata must be valid UTF-8 (JSON).
+      throw format_error(std::string("safetensors: cannot encode the header (") + e.what() + ")");
+    }
     while (h.size() % 8) h.push_back(' ');
-    std::vector<char> out(8);
-    std::uint64_t n = h.size();
+    // Sized once and filled with memcpy (vector::insert here trips GCC 12's -Wstringop-overread).
+    std::vector<char> out(8 + h.size() + offset);
+    const std::uint64_t n = h.size();
     for (int i = 0; i < 8; ++i) out[std::size_t(i)] = char((n >> (8 * i)) & 0xff);
-    out.insert(out.end(), h.begin(), h.end());
-    for (auto& kv : entries_) out.insert(out.end(), kv.second.bytes.begin(), kv.second.bytes.end());
+    std::memcpy(out.data() + 8, h.data(), h.size());
+    std::size_t at = 8 + h.size();
+    for (auto& kv : entries_) {
+      if (!kv.second.bytes.empty())
+        std::memcpy(out.data() + at, kv.second.bytes.data(), kv.second.bytes.size());
+      at += kv.second.bytes.size();
+    }
     return out;
   }
+  // Atomic: written to a temporary file in the same folder, flushed, then renamed over `path`
+  // (write_file_atomic), so `path` is never half written and may be the file being read.
   void write(const std::string& path) const {
-    std::ofstream f(path, std::ios::binary);
-    if (!f) throw format_error(path + ": cannot open for writing");
     const std::vector<char> b = bytes();
-    f.write(b.data(), std::streamsize(b.size()));
-    if (!f) throw format_error(path + ": write failed");
+    write_file_atomic(path, b.data(), b.size());
   }
 
  private:

@@ -5,6 +5,7 @@
 #include <Eigen/Cholesky>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -107,6 +108,73 @@ struct DampingPolicy {
   int max_attempts = 4;
 };
 
+// Which scalar the solvers factor in. Solver: the solver's own scalar (float solves factor in
+// float, as the GPTQ reference does) with an automatic double fallback when the float factor
+// fails or its accuracy check fails; Double: always double.
+enum class FactorPrecision { Solver, Double };
+
+namespace internal {
+
+// k with 4^k within a factor 4 of v > 0: scaling by 4^−k is exact and keeps √ exact too.
+inline int log4_near(double v) {
+  int e = 0;
+  std::frexp(v, &e);
+  return e >= 0 ? e / 2 : -((1 - e) / 2);  // floor(e/2): shifts by exactly j when v does by 4^j
+}
+
+// x·4^−k in two exact steps (2^−k each), so |k| up to ~1000 never overflows the multiplier.
+inline double scale_pow4(double x, int k) {
+  const double half = std::ldexp(1.0, -k);
+  return x * half * half;
+}
+
+// mean(diag H) in double without overflow for entries near the double range.
+template <class Derived>
+double mean_diagonal(const Eigen::MatrixBase<Derived>& H) {
+  const Index n = H.rows();
+  if (n == 0) return 1.0;
+  double sum = 0;
+  for (Index i = 0; i < n; ++i) sum += double(H(i, i));
+  if (std::isfinite(sum)) return sum / double(n);
+  double mean = 0;
+  for (Index i = 0; i < n; ++i) mean += double(H(i, i)) / double(n);
+  return mean;
+}
+
+// Symmetric to rounding: |H_ij − H_ji| ≤ tol·√(|H_ii|·|H_jj|) (+ a floor for zero diagonals).
+// A float GEMM's XXᵀ differs from its transpose by far less than tol = 1e−3 of that bound.
+template <class Derived>
+Report check_symmetric(const Eigen::MatrixBase<Derived>& H, double tol = 1e-3) {
+  const Index n = H.rows();
+  Eigen::VectorXd root(n);
+  double max_diag = 0;
+  for (Index i = 0; i < n; ++i) {
+    root[i] = std::sqrt(std::abs(double(H(i, i))));
+    max_diag = std::max(max_diag, std::abs(double(H(i, i))));
+  }
+  const double floor = max_diag * 1e-12;
+  constexpr Index kTile = 64;  // tiles keep both H(i, j) and H(j, i) in cache
+  for (Index j0 = 0; j0 < n; j0 += kTile)
+    for (Index i0 = j0; i0 < n; i0 += kTile)
+      for (Index j = j0; j < std::min(j0 + kTile, n); ++j)
+        for (Index i = std::max(i0, j + 1); i < std::min(i0 + kTile, n); ++i) {
+          const double a = double(H(i, j)), b = double(H(j, i));
+          if (std::abs(a - b) > tol * root[i] * root[j] + floor)
+            return Report::fail(
+                Status::NotSymmetric,
+                "Hessian is not symmetric: H(" + std::to_string(i) + "," + std::to_string(j) +
+                    ") = " + std::to_string(a) + " but H(" + std::to_string(j) + "," +
+                    std::to_string(i) + ") = " + std::to_string(b) +
+                    "; pass the Gram matrix X Xᵀ (or (H + Hᵀ)/2 if rounding broke its symmetry)");
+        }
+  return Report::success();
+}
+
+}  // namespace internal
+
+// U with (H + λI)⁻¹ = 4^(−log4_scale)·UᵀU. H is first normalized by a power of 4 near the
+// damped diagonal's mean, so U is O(1) whatever the scale of H (1e−100 or 1e80) and the scaling
+// itself is exact: the solvers' results do not depend on it.
 template <class Scalar = double>
 class InverseFactor {
  public:
@@ -127,45 +195,87 @@ class InverseFactor {
       return fail(Status::NonFiniteInput,
                   "Hessian holds NaN or Inf; check the calibration activations");
     if (!(policy.percdamp >= 0) || !std::isfinite(policy.percdamp) || !(policy.growth > 1) ||
-        policy.max_attempts < 1)
+        !std::isfinite(policy.growth) || policy.max_attempts < 1)
       return fail(Status::InvalidArgument,
-                  "damping policy needs percdamp ≥ 0, growth > 1 and at least one attempt");
-    const double mean_diag = n ? double(H.diagonal().template cast<double>().mean()) : 1.0;
+                  "damping policy needs a finite percdamp ≥ 0, growth > 1 and at least one attempt");
+    if (Report r = internal::check_symmetric(H); !r.ok()) return fail(r.status, r.message);
+    const double mean_diag = internal::mean_diagonal(H);
     if (!(mean_diag > 0))
       return fail(Status::NotPositiveDefinite,
                   "Hessian diagonal has a non-positive mean; it is not a Gram matrix of inputs");
+    const int k0 = internal::log4_near(mean_diag);
+    const double mean0 = internal::scale_pow4(mean_diag, k0);  // in [1/4, 4)
 
     double percdamp = policy.percdamp;
     for (int attempt = 0; attempt < policy.max_attempts; ++attempt) {
       if (attempt > 0) percdamp = percdamp > 0 ? percdamp * policy.growth : 1e-4;
-      const Scalar lambda = Scalar(percdamp * mean_diag);
-      upper_ = H.template cast<Scalar>().reverse();
-      upper_.diagonal().array() += lambda;
+      const double lambda0 = percdamp * mean0;
+      if (!std::isfinite(lambda0)) break;
+      const int k1 = internal::log4_near(mean0 + lambda0);
+      // A = J·(H/4^k0 + λ0·I)·J / 4^k1, every scaling an exact power of two.
+      upper_ = H.reverse().template cast<double>().unaryExpr([&](double x) {
+                 return internal::scale_pow4(internal::scale_pow4(x, k0), k1);
+               }).template cast<Scalar>();
+      for (Index i = 0; i < n; ++i)
+        upper_(i, i) = Scalar(internal::scale_pow4(
+            internal::scale_pow4(double(H(n - 1 - i, n - 1 - i)), k0) + lambda0, k1));
       const Index pivot = internal::cholesky_lower_inplace(upper_);
       attempts_ = attempt + 1;
       if (pivot < 0) {
         internal::invert_lower_inplace(upper_);
         upper_.template triangularView<Eigen::StrictlyUpper>().setZero();
         upper_.reverseInPlace();  // J L'⁻¹ J is upper triangular
-        damping_ = double(lambda);
-        relative_damping_ = percdamp;
-        info_ = Status::Success;
-        return *this;
+        if (upper_.allFinite()) {
+          damping_ = percdamp * mean_diag;
+          relative_damping_ = percdamp;
+          log4_scale_ = k0 + k1;
+          scaled_damping_ = internal::scale_pow4(lambda0, k1);
+          info_ = Status::Success;
+          return *this;
+        }
+        // Tiny positive pivots whose inverse overflows the scalar: more damping, as for a failure.
+      } else if (failed_pivot_ < 0) {
+        failed_pivot_ = n - 1 - pivot;  // back to H's index
       }
-      if (failed_pivot_ < 0) failed_pivot_ = n - 1 - pivot;  // back to H's index
     }
     upper_.resize(0, 0);
     return fail(Status::NotPositiveDefinite,
-                "Cholesky failed at pivot " + std::to_string(failed_pivot_) + " even with percdamp " +
-                    std::to_string(percdamp) + " after " + std::to_string(attempts_) +
-                    " attempts; the Hessian is indefinite (collect more calibration tokens or raise "
-                    "percdamp)");
+                "Cholesky failed" +
+                    (failed_pivot_ >= 0 ? " at pivot " + std::to_string(failed_pivot_) : "") +
+                    " even with percdamp " + std::to_string(percdamp) + " after " +
+                    std::to_string(attempts_) +
+                    " attempts; the Hessian is indefinite or nearly singular (collect more "
+                    "calibration tokens or raise percdamp)");
+  }
+
+  // ‖(H + λI)·4^(−k)·UᵀU·v − v‖ / ‖v‖ for a fixed probe v: how far UᵀU is from the inverse.
+  // O(n²); H must be the matrix given to compute().
+  template <class Derived>
+  double residual(const Eigen::MatrixBase<Derived>& H) const {
+    const Index n = upper_.rows();
+    if (info_ != Status::Success || H.rows() != n) return std::numeric_limits<double>::infinity();
+    Eigen::VectorXd v(n);
+    for (Index i = 0; i < n; ++i) v[i] = ((i * 7919) % 13) % 2 ? 1.0 : -0.5;  // fixed signs
+    const Matrix<double> U = upper_.template cast<double>();
+    const Eigen::VectorXd z = U.transpose().template triangularView<Eigen::Lower>() *
+                              (U.template triangularView<Eigen::Upper>() * v);
+    Eigen::VectorXd Hz = H.template cast<double>() * z;
+    for (Index i = 0; i < n; ++i)
+      Hz[i] = internal::scale_pow4(Hz[i], log4_scale_) + scaled_damping_ * z[i];
+    return (Hz - v).norm() / v.norm();
   }
 
   Status info() const { return info_; }
   const std::string& message() const { return message_; }
-  // U, upper triangular with (H + λI)⁻¹ = UᵀU.
+  // U, upper triangular with (H + λI)⁻¹ = 4^(−log4_scale())·UᵀU.
   const Mat& upper() const { return upper_; }
+  int log4_scale() const { return log4_scale_; }
+  // Moves U out (the factor keeps its diagnostics); saves a copy of n² entries.
+  Mat take_upper() {
+    Mat u = std::move(upper_);
+    upper_.resize(0, 0);
+    return u;
+  }
   double damping() const { return damping_; }              // absolute λ used
   double relative_damping() const { return relative_damping_; }  // percdamp used
   int attempts() const { return attempts_; }
@@ -177,12 +287,15 @@ class InverseFactor {
     info_ = Status::Success;
     message_.clear();
     damping_ = relative_damping_ = 0;
+    log4_scale_ = 0;
+    scaled_damping_ = 0;
     attempts_ = 0;
     failed_pivot_ = -1;
   }
   InverseFactor& fail(Status s, std::string m) {
     info_ = s;
     message_ = std::move(m);
+    upper_.resize(0, 0);
     return *this;
   }
 
@@ -190,6 +303,8 @@ class InverseFactor {
   Status info_ = Status::InvalidArgument;
   std::string message_ = "compute() not called";
   double damping_ = 0, relative_damping_ = 0;
+  int log4_scale_ = 0;
+  double scaled_damping_ = 0;  // λ·4^−k
   int attempts_ = 0;
   Index failed_pivot_ = -1;
 };

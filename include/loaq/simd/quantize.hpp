@@ -55,16 +55,15 @@ inline Batch uniform_codes(const Batch& x, const Batch& s, const Batch& z, const
 }
 
 // Uniform grid: code = clamp(round(w/s) + z, 0, maxq), q = s·(code − z), a SIMD batch of rows
-// at a time. The loss is summed per lane in S (a column slice is a few hundred rows; the loss
-// is a diagnostic), then reduced in double.
+// at a time. The loss is summed in double, so no representable magnitude overflows it.
 template <class S, int Bits>
 double quantize_column(const UniformGrid<S, Bits>& grid, const S* w, const S* scale, const S* zero,
                        std::uint8_t* codes, S* q, Index rows) {
   using batch = xsimd::batch<S>;
   constexpr Index lanes = Index(batch::size);
   const batch lo(S(0)), hi(S(UniformGrid<S, Bits>::maxq));
-  batch acc(S(0));
-  alignas(64) S code_buf[lanes];
+  double loss = 0;
+  alignas(64) S code_buf[lanes], diff_buf[lanes];
   Index r = 0;
   for (; r + lanes <= rows; r += lanes) {
     const batch x = batch::load_unaligned(w + r), s = batch::load_unaligned(scale + r),
@@ -74,13 +73,9 @@ double quantize_column(const UniformGrid<S, Bits>& grid, const S* w, const S* sc
     v.store_unaligned(q + r);
     c.store_aligned(code_buf);
     for (Index l = 0; l < lanes; ++l) codes[r + l] = static_cast<std::uint8_t>(code_buf[l]);
-    const batch diff = x - v;
-    acc += diff * diff;
+    (x - v).store_aligned(diff_buf);
+    for (Index l = 0; l < lanes; ++l) loss += double(diff_buf[l]) * double(diff_buf[l]);
   }
-  alignas(64) S acc_buf[lanes];
-  acc.store_aligned(acc_buf);
-  double loss = 0;
-  for (Index l = 0; l < lanes; ++l) loss += double(acc_buf[l]);
   return loss +
          quantize_column_generic(grid, w + r, scale + r, zero + r, codes + r, q + r, rows - r);
 }

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -12,6 +14,7 @@
 #include "../status.hpp"
 #include "options.hpp"
 #include "prepare.hpp"
+#include "row_scaling.hpp"
 
 #ifndef LOAQ_SUBBLOCK
 #define LOAQ_SUBBLOCK 16
@@ -25,13 +28,25 @@ inline Report check_options(const GptqOptions& o, Index n) {
     return Report::fail(Status::InvalidArgument, "block size must be ≥ 1");
   if (o.group_size == 0 || o.group_size < -1)
     return Report::fail(Status::InvalidArgument, "group size must be −1 (per row) or ≥ 1");
-  if (o.search.mse && (!(o.search.norm > 0) || o.search.grid < 1 || !(o.search.maxshrink > 0) ||
+  if (o.search.mse && (!(o.search.norm > 0) || !std::isfinite(o.search.norm) || o.search.grid < 1 ||
+                       o.search.grid > 100000 || !(o.search.maxshrink > 0) ||
                        o.search.maxshrink > 1))
     return Report::fail(Status::InvalidArgument,
-                        "MSE search needs norm > 0, grid ≥ 1 and maxshrink in (0, 1]");
+                        "MSE search needs a finite norm > 0, grid in [1, 100000] and maxshrink in "
+                        "(0, 1]");
   (void)n;
   return Report::success();
 }
+
+// Grids that can be invalid (a codebook built from a bad table) say so through status().
+template <class Grid>
+auto check_grid(const Grid& grid, int) -> decltype(grid.status(), Report()) {
+  return grid.status();
+}
+template <class Grid>
+Report check_grid(const Grid&, long) { return Report::success(); }
+template <class Grid>
+Report check_grid(const Grid& grid) { return check_grid(grid, 0); }
 
 // Rows per panel of the column loop, a function of m only (never of the thread count, so results
 // do not depend on it): taller panels make the block GEMM faster (its right-hand side is packed
@@ -47,13 +62,16 @@ inline Index panel_rows(Index m) {
 // P (n × n in solve order, may be null) is GPTAQ's asymmetric correction:
 //   inner:  W1[:, i:] −= e·U1[i, i:] − w·P1[i, i:]
 //   block:  W[:, i2:] −= E1·U[i1:i2, i2:] − W1·P[i1:i2, i2:]
+// U is the normalized factor (see PreparedHessian): e = (w − q)/U_ii and the updates e·U[i, :]
+// do not depend on the normalization; the loss is scaled back to H's own scale.
 template <class Grid, class Derived>
-Report solve_columns(const Eigen::MatrixBase<Derived>& W_in, const PreparedHessian& prep,
-                     const Grid& grid, const GptqOptions& opt,
-                     const Matrix<typename Grid::Scalar>* P,
+Report solve_columns(const Eigen::MatrixBase<Derived>& W_in,
+                     const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
+                     const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
                      QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
   using Scalar = typename Grid::Scalar;
   using Mat = Matrix<Scalar>;
+  out = QuantizedWeight<Scalar>{};
   const Index m = W_in.rows(), n = W_in.cols();
   if (Index(prep.perm.size()) != n)
     return Report::fail(Status::ShapeMismatch,
@@ -72,7 +90,21 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in, const PreparedHessi
   const Index groups = grouped ? (n + g - 1) / g : 1;
   const std::vector<Index>& perm = prep.perm;
 
-  Mat W = W_in.template cast<Scalar>();
+  if (auto r = check_grid(grid); !r.ok()) return r;
+  RowScaling<Scalar> rows_scale;
+  if (auto r = rows_scale.fit(W_in); !r.ok()) return r;
+  Mat W = rows_scale.scaled(W_in);
+  // Loss weight of each row: 4^(e − e_max) undoes the row scaling of (w − q)² relative to the
+  // largest row; 4^e_max goes into the final scaling with the Hessian's, so nothing overflows.
+  Eigen::VectorXd row_weight = Eigen::VectorXd::Ones(m);
+  int loss_exponent = 2 * prep.log4_scale;
+  if (rows_scale.any()) {
+    int e_max = std::numeric_limits<int>::min();
+    for (Index r = 0; r < m; ++r) e_max = std::max(e_max, rows_scale.exponent(r));
+    for (Index r = 0; r < m; ++r)
+      row_weight[r] = std::ldexp(1.0, 2 * (rows_scale.exponent(r) - e_max));
+    loss_exponent += 2 * e_max;
+  }
   out.scales.resize(m, groups);
   out.zeros.resize(m, groups);
   out.g_idx.resize(n);
@@ -104,16 +136,7 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in, const PreparedHessi
   }
   if (prep.permuted()) W = W(Eigen::all, perm).eval();
 
-  // The solver-scalar copy of U is only needed when the solver does not run in double.
-  Mat U_cast;
-  const Mat* U_ptr;
-  if constexpr (std::is_same<Scalar, double>::value) {
-    U_ptr = &prep.factor.upper();
-  } else {
-    U_cast = prep.factor.upper().template cast<Scalar>();
-    U_ptr = &U_cast;
-  }
-  const Mat& U = *U_ptr;
+  const Mat& U = prep.upper;
 
   // Results go straight to their original column (no solve-order copy to permute at the end).
   out.weight.resize(m, n);
@@ -152,11 +175,12 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in, const PreparedHessi
           const Index k = !grouped ? 0 : opt.static_groups ? dst / g : col / g;
           const Scalar d = U(col, col);
           if (P) Wb.col(i - s0) = W1p.col(i);
-          const double loss = simd::quantize_column(grid, &W1p(0, i), &out.scales(r0, k),
-                                                    &out.zeros(r0, k), &out.codes(r0, dst),
-                                                    &out.weight(r0, dst), rows);
-          panel_loss(p, col) = loss / (double(d) * double(d)) / 2;
+          simd::quantize_column(grid, &W1p(0, i), &out.scales(r0, k), &out.zeros(r0, k),
+                                &out.codes(r0, dst), &out.weight(r0, dst), rows);
           E1p.col(i) = (W1p.col(i) - out.weight.block(r0, dst, rows, 1)) / d;
+          // Σ (w − q)²/d²/2 in double, so no magnitude overflows it.
+          panel_loss(p, col) =
+              E1p.col(i).template cast<double>().cwiseAbs2().dot(row_weight.segment(r0, rows)) / 2;
           const Index span = s1 - i;
           if (P)
             W1p.middleCols(i, span).noalias() -= E1p.col(i) * U.row(col).segment(col, span) -
@@ -179,14 +203,20 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in, const PreparedHessi
     }
   }
 
+  if (auto r = rows_scale.restore(out); !r.ok()) {
+    out = QuantizedWeight<Scalar>{};
+    return r;
+  }
   Eigen::VectorXd loss_by_column(n);
-  for (Index j = 0; j < n; ++j) loss_by_column[perm[std::size_t(j)]] = panel_loss.col(j).sum();
+  for (Index j = 0; j < n; ++j)
+    loss_by_column[perm[std::size_t(j)]] = std::ldexp(panel_loss.col(j).sum(), loss_exponent);
   out.loss = loss_by_column.sum();
   if (diag) {
-    diag->damping = prep.factor.damping();
-    diag->relative_damping = prep.factor.relative_damping();
-    diag->factor_attempts = prep.factor.attempts();
-    diag->failed_pivot = prep.factor.failed_pivot();
+    diag->damping = prep.damping;
+    diag->relative_damping = prep.relative_damping;
+    diag->factor_attempts = prep.attempts;
+    diag->failed_pivot = prep.failed_pivot;
+    diag->double_fallback = prep.double_fallback;
     diag->perm = perm;
     diag->dead.clear();
     for (Index j = 0; j < n; ++j)

@@ -6,27 +6,36 @@
 
 namespace loaq {
 
-// P = α · triu₁(dXXT · Uᵀ) · U in solve order (dead columns of dXXT zeroed first, as the reference).
+// P = α · triu₁(dXXT · Uᵀ) · U in solve order and the solver's scalar (dead columns of dXXT
+// zeroed first, as the reference). With the normalized factor, Ĥ⁻¹ = 4^−k·UᵀU, so dXXT is scaled
+// by 4^−k first (exact): P does not depend on the scale of the statistics.
 template <class Scalar, class D>
-Matrix<Scalar> gptaq_correction(const Eigen::MatrixBase<D>& dXXT, const PreparedHessian& prep,
-                                double alpha) {
-  Matrix<double> d = dXXT.template cast<double>();
+Matrix<Scalar> gptaq_correction(const Eigen::MatrixBase<D>& dXXT,
+                                const PreparedHessian<Scalar>& prep, double alpha) {
+  const int k = prep.log4_scale;
+  Matrix<Scalar> d = dXXT.template cast<double>()
+                         .unaryExpr([k](double x) { return internal::scale_pow4(x, k); })
+                         .template cast<Scalar>();
   for (std::size_t j = 0; j < prep.dead.size(); ++j)
     if (prep.dead[j]) d.col(Index(j)).setZero();
   if (prep.permuted()) d = d(prep.perm, prep.perm).eval();
-  const Matrix<double>& U = prep.factor.upper();
+  const Matrix<Scalar>& U = prep.upper;
   // Both products exploit triangularity: Uᵀ is lower, and only triu₁(d·Uᵀ) is kept.
-  const Matrix<double> A = d * U.transpose().template triangularView<Eigen::Lower>();
-  const Matrix<double> P = A.template triangularView<Eigen::StrictlyUpper>() * U;
-  return (alpha * P).template cast<Scalar>();
+  const Matrix<Scalar> A = d * U.transpose().template triangularView<Eigen::Lower>();
+  Matrix<Scalar> P = A.template triangularView<Eigen::StrictlyUpper>() * U;
+  P *= Scalar(alpha);
+  return P;
 }
 
 // GPTQ plus the asymmetric correction; α = 0.25 is the reference default, α = 0 is GPTQ exactly.
+// On failure `out` is empty.
 template <class Grid, class DW, class DH, class DC>
 Report gptaq(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>& H,
              const Eigen::MatrixBase<DC>& dXXT, const Grid& grid, const GptqOptions& options,
              double alpha, QuantizedWeight<typename Grid::Scalar>& out,
              SolveDiagnostics* diag = nullptr) {
+  using Scalar = typename Grid::Scalar;
+  out = QuantizedWeight<Scalar>{};
   const Index n = W.cols();
   if (H.rows() != n || H.cols() != n || dXXT.rows() != n || dXXT.cols() != n)
     return Report::fail(Status::ShapeMismatch, "Hessian and dXXT must be n × n with n = " +
@@ -35,10 +44,15 @@ Report gptaq(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>& H,
   if (!std::isfinite(alpha)) return Report::fail(Status::InvalidArgument, "alpha must be finite");
   if (auto r = internal::check_options(options, n); !r.ok()) return r;
   if (!W.allFinite()) return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
-  PreparedHessian prep;
-  if (auto r = prepare_hessian(H, options.act_order, options.damping, prep); !r.ok()) return r;
+  PreparedHessian<Scalar> prep;
+  if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
+    return r;
   if (alpha == 0) return internal::solve_columns(W, prep, grid, options, nullptr, out, diag);
-  const auto P = gptaq_correction<typename Grid::Scalar>(dXXT, prep, alpha);
+  const Matrix<Scalar> P = gptaq_correction(dXXT, prep, alpha);
+  if (!P.allFinite())
+    return Report::fail(Status::OutOfRange,
+                        "GPTAQ's correction overflowed: dXXT is far larger than the Hessian (are "
+                        "both from the same calibration tokens and scaling?)");
   return internal::solve_columns(W, prep, grid, options, &P, out, diag);
 }
 

@@ -17,9 +17,11 @@ struct GptqOptions {
   bool static_groups = false; // group parameters from the unpermuted W, before any update
   ParamSearch search;         // min-max or MSE parameter search
   DampingPolicy damping;      // percdamp and the retry policy
+  FactorPrecision factor = FactorPrecision::Solver;  // float solves factor in float (double fallback)
 };
 
 // A quantized weight: x̂ = decode(codes) with the group of column j given by g_idx[j].
+// After a failed solve every member is empty (0 × 0, loss 0): nothing of an earlier call remains.
 template <class Scalar>
 struct QuantizedWeight {
   Matrix<Scalar> weight;          // dequantized, m × n
@@ -35,6 +37,7 @@ struct SolveDiagnostics {
   double relative_damping = 0;    // percdamp that succeeded (≥ the requested one)
   int factor_attempts = 0;
   Index failed_pivot = -1;        // first failing Cholesky pivot, −1 if none failed
+  bool double_fallback = false;   // the float factor failed or was inaccurate: factored in double
   std::vector<Index> perm;        // column order walked (identity without act-order)
   std::vector<Index> dead;        // columns whose H_ii was 0
   Eigen::VectorXd column_loss;    // per original column

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <numeric>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../config.hpp"
@@ -13,11 +14,19 @@
 namespace loaq {
 
 // GPTQ fasterquant's preamble on H: H_ii = 1 where H_ii == 0 (dead), perm = stable argsort of
-// diag(H) descending (act-order), then U with (H_perm + λI)⁻¹ = UᵀU.
+// diag(H) descending (act-order), then U with (H_perm + λI)⁻¹ = 4^(−log4_scale)·UᵀU, in the
+// solver's scalar.
+template <class Scalar>
 struct PreparedHessian {
   std::vector<Index> perm;   // solve order → original column
   std::vector<bool> dead;    // by original column
-  InverseFactor<double> factor;
+  Matrix<Scalar> upper;      // U, upper triangular, normalized (see log4_scale)
+  int log4_scale = 0;
+  double damping = 0;           // absolute λ added to diag(H)
+  double relative_damping = 0;  // percdamp that succeeded
+  int attempts = 0;             // factorizations tried (in the last precision tried)
+  Index failed_pivot = -1;      // first failing Cholesky pivot (H's indexing), −1 if none
+  bool double_fallback = false; // a float factor failed or was inaccurate; U came from double
   bool permuted() const {
     for (std::size_t j = 0; j < perm.size(); ++j)
       if (perm[j] != Index(j)) return true;
@@ -25,22 +34,49 @@ struct PreparedHessian {
   }
 };
 
-template <class Derived>
+namespace internal {
+// A float factor is kept when ‖A·A⁻¹v − v‖/‖v‖ stays below this (float's own limit on a damped
+// GPTQ Hessian is κ·6e−8, about 1e−3 at κ = 1e4); otherwise the factor is redone in double.
+constexpr double kFloatFactorTolerance = 1e-2;
+
+template <class S, class Out>
+void take_factor(InverseFactor<S>& f, Out& out) {
+  if constexpr (std::is_same<S, typename decltype(out.upper)::Scalar>::value)
+    out.upper = f.take_upper();
+  else
+    out.upper = f.upper().template cast<typename decltype(out.upper)::Scalar>();
+  out.log4_scale = f.log4_scale();
+  out.damping = f.damping();
+  out.relative_damping = f.relative_damping();
+  out.attempts = f.attempts();
+  out.failed_pivot = f.failed_pivot();
+}
+}  // namespace internal
+
+template <class Scalar, class Derived>
 Report prepare_hessian(const Eigen::MatrixBase<Derived>& H_in, bool act_order,
-                       const DampingPolicy& damping, PreparedHessian& out) {
+                       const DampingPolicy& damping, PreparedHessian<Scalar>& out,
+                       FactorPrecision precision = FactorPrecision::Solver) {
+  out = PreparedHessian<Scalar>{};
   if (H_in.rows() != H_in.cols())
     return Report::fail(Status::ShapeMismatch, "Hessian must be square");
   if (!H_in.allFinite())
     return Report::fail(Status::NonFiniteInput,
                         "Hessian holds NaN or Inf; check the calibration activations");
+  if (Report r = internal::check_symmetric(H_in); !r.ok()) return r;
   const Index n = H_in.rows();
   Matrix<double> H = H_in.template cast<double>();
   out.dead.assign(std::size_t(n), false);
+  Index dead = 0;
   for (Index i = 0; i < n; ++i)
     if (H(i, i) == 0) {
       out.dead[std::size_t(i)] = true;
       H(i, i) = 1;
+      ++dead;
     }
+  if (n > 0 && dead == n)
+    return Report::fail(Status::InvalidArgument,
+                        "Hessian is all zero: no calibration tokens reached this layer");
   out.perm.resize(std::size_t(n));
   std::iota(out.perm.begin(), out.perm.end(), Index(0));
   if (act_order) {
@@ -48,9 +84,19 @@ Report prepare_hessian(const Eigen::MatrixBase<Derived>& H_in, bool act_order,
                      [&](Index a, Index b) { return H(a, a) > H(b, b); });
     H = H(out.perm, out.perm).eval();
   }
-  out.factor.compute(H, damping);
-  if (out.factor.info() != Status::Success)
-    return Report::fail(out.factor.info(), out.factor.message());
+  if (!std::is_same<Scalar, double>::value && precision == FactorPrecision::Solver) {
+    InverseFactor<Scalar> f;
+    f.compute(H, damping);
+    if (f.info() == Status::Success && f.residual(H) <= internal::kFloatFactorTolerance) {
+      internal::take_factor(f, out);
+      return Report::success();
+    }
+    out.double_fallback = true;
+  }
+  InverseFactor<double> f;
+  f.compute(H, damping);
+  if (f.info() != Status::Success) return Report::fail(f.info(), f.message());
+  internal::take_factor(f, out);
   return Report::success();
 }
 

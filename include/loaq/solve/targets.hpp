@@ -14,35 +14,45 @@ struct TargetWeights {
   double beta = 1.0;   // weight of the residual-drift correction G·Ĥ⁻¹
 };
 
-// The continuous target W* (original column order) on a prepared Hessian. G may be null.
+// The continuous target W* (original column order) on a prepared Hessian, in the solver's
+// scalar. G may be null. C and G are scaled by 4^−k (exact) to match the normalized factor.
 template <class Scalar, class DW>
 Matrix<Scalar> closed_form_target(const Eigen::MatrixBase<DW>& W, const Matrix<double>* C,
-                                  const Matrix<double>* G, const PreparedHessian& prep,
+                                  const Matrix<double>* G, const PreparedHessian<Scalar>& prep,
                                   const TargetWeights& weights) {
-  const Matrix<double> Wd = W.template cast<double>();
   const bool use_c = C && weights.alpha != 0, use_g = G && weights.beta != 0;
-  if (!use_c && !use_g) return W.template cast<Scalar>();
-  const auto& perm = prep.perm;
+  Matrix<Scalar> target = W.template cast<Scalar>();
+  if (!use_c && !use_g) return target;
+  const int k = prep.log4_scale;
+  auto normalized = [k](const Matrix<double>& S, double weight) {
+    return S.unaryExpr([k, weight](double x) { return weight * internal::scale_pow4(x, k); })
+        .template cast<Scalar>();
+  };
   // B = α·W·C + β·G in solve order; then B·Ĥ⁻¹ = (B·Uᵀ)·U, two triangular products.
-  Matrix<double> B = Matrix<double>::Zero(W.rows(), W.cols());
-  if (use_c) B.noalias() += weights.alpha * (Wd * (*C));
-  if (use_g) B += weights.beta * (*G);
-  if (prep.permuted()) B = B(Eigen::all, perm).eval();
-  const Matrix<double>& U = prep.factor.upper();
-  Matrix<double> BUt = B * U.transpose().template triangularView<Eigen::Lower>();
-  Matrix<double> D = BUt * U.template triangularView<Eigen::Upper>();
-  Matrix<double> target = Wd;
-  for (Index j = 0; j < W.cols(); ++j) target.col(perm[std::size_t(j)]) += D.col(j);
-  return target.template cast<Scalar>();
+  Matrix<Scalar> B;
+  if (use_c) B.noalias() = target * normalized(*C, weights.alpha);
+  if (use_g) {
+    if (use_c) B += normalized(*G, weights.beta);
+    else B = normalized(*G, weights.beta);
+  }
+  if (prep.permuted()) B = B(Eigen::all, prep.perm).eval();
+  const Matrix<Scalar>& U = prep.upper;
+  const Matrix<Scalar> BUt = B * U.transpose().template triangularView<Eigen::Lower>();
+  B.noalias() = BUt * U.template triangularView<Eigen::Upper>();
+  for (Index j = 0; j < W.cols(); ++j) target.col(prep.perm[std::size_t(j)]) += B.col(j);
+  return target;
 }
 
-// Quantizes toward the closed-form target. `target`, if given, receives W*.
+// Quantizes toward the closed-form target. `target`, if given, receives W*. On failure `out`
+// and `target` are empty.
 template <class Grid, class DW, class DH>
 Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>& H,
                     const Matrix<double>* C, const Matrix<double>* G,
                     const TargetWeights& weights, const Grid& grid, const GptqOptions& options,
                     QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag = nullptr,
                     Matrix<typename Grid::Scalar>* target = nullptr) {
+  out = QuantizedWeight<typename Grid::Scalar>{};
+  if (target) target->resize(0, 0);
   const Index m = W.rows(), n = W.cols();
   if (H.rows() != n || H.cols() != n)
     return Report::fail(Status::ShapeMismatch,
@@ -59,8 +69,9 @@ Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>&
     return Report::fail(Status::InvalidArgument, "alpha and beta must be finite");
   if (auto r = internal::check_options(options, n); !r.ok()) return r;
   if (!W.allFinite()) return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
-  PreparedHessian prep;
-  if (auto r = prepare_hessian(H, options.act_order, options.damping, prep); !r.ok()) return r;
+  PreparedHessian<typename Grid::Scalar> prep;
+  if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
+    return r;
   const Matrix<typename Grid::Scalar> Wt =
       closed_form_target<typename Grid::Scalar>(W, C, G, prep, weights);
   if (!Wt.allFinite())

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -33,7 +35,8 @@ class CalibrationAccumulator {
   bool has_residual_cross() const { return residual_cross_.size() > 0; }
 
   // Ĥ only (GPTQ add_batch). `sequences`: how many sequences the batch holds (the reference
-  // averages over sequences, sums over tokens).
+  // averages over sequences, sums over tokens). A batch of zero tokens is a no-op; solving with
+  // no tokens at all is an error the solvers report (the Hessian is all zero).
   template <class D>
   Report add_batch(const Eigen::MatrixBase<D>& Xhat, Index sequences = 1) {
     return add(Xhat, nullptr, nullptr, nullptr, nullptr, nullptr, sequences);
@@ -101,6 +104,8 @@ class CalibrationAccumulator {
       return Report::fail(Status::InvalidArgument,
                           "cannot start the residual cross term mid-stream");
 
+    if (T == 0) return Report::success();  // an empty batch adds nothing (not even sequences)
+
     // No copy when the batch is already a plain Acc matrix.
     Mat converted;
     const Mat* xh_ptr = &converted;
@@ -113,6 +118,19 @@ class CalibrationAccumulator {
         (a && (!a->allFinite() || !b->allFinite())))
       return Report::fail(Status::NonFiniteInput,
                           "calibration batch holds NaN or Inf; check the captured activations");
+
+    // Sums of T products of entries up to `top` stay finite while T·top² is well below the
+    // largest Acc; beyond that the statistics would overflow (checked before anything changes).
+    double top = xh.cwiseAbs().maxCoeff();
+    if (X) top = std::max(top, double(X->cwiseAbs().maxCoeff()));
+    if (R) top = std::max({top, double(R->cwiseAbs().maxCoeff()), double(Rhat->cwiseAbs().maxCoeff())});
+    if (a) top *= std::max(1.0, double(std::max(a->cwiseAbs().maxCoeff(), b->cwiseAbs().maxCoeff())));
+    if (top > 0 && 2.0 * std::log2(top) + std::log2(double(T) + 1) + 4 >=
+                       double(std::numeric_limits<Acc>::max_exponent))
+      return Report::fail(Status::OutOfRange,
+                          "calibration values reach " + std::to_string(top) +
+                              ": their products overflow the accumulator; rescale the activations "
+                              "or accumulate in double");
 
     if (X && !has_cross()) cross_ = Mat::Zero(n, n);
     if (R && !has_residual_cross()) residual_cross_ = Mat::Zero(R->rows(), n);

@@ -1,0 +1,98 @@
+// Exact per-row rescaling by powers of two for weights far from 1. Every solver is equivariant
+// to a positive scale of one row (grid parameters scale with it, codes do not change), so a row
+// whose magnitude would overflow or underflow the solver's scalar mid-solve is solved at
+// magnitude ~1 and scaled back; rows already in the safe range are left untouched, so results
+// for ordinary weights are bit-identical to an unscaled solve.
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../config.hpp"
+#include "../status.hpp"
+#include "options.hpp"
+
+namespace loaq {
+namespace internal {
+
+template <class Scalar>
+class RowScaling {
+ public:
+  // Safe range of a row's max |w|: squares, errors and updates stay far from over/underflow.
+  static constexpr int kSafeExponent = std::numeric_limits<Scalar>::max_exponent / 2 - 4;
+
+  // Chooses the exponents; fails if a row cannot be represented in Scalar at all.
+  template <class Derived>
+  Report fit(const Eigen::MatrixBase<Derived>& W) {
+    const Index m = W.rows();
+    exponent_.assign(std::size_t(m), 0);
+    any_ = false;
+    for (Index r = 0; r < m; ++r) {
+      const double top = double(W.row(r).cwiseAbs().maxCoeff());
+      if (W.cols() == 0 || top == 0) continue;
+      if (top > double(std::numeric_limits<Scalar>::max()))
+        return Report::fail(Status::OutOfRange, "weight row " + std::to_string(r) + " reaches " +
+                                                    to_text(top) + ", beyond the " +
+                                                    scalar_name() + " solver's range; solve in "
+                                                    "double or rescale the layer");
+      const int e = std::ilogb(top);
+      if (e > kSafeExponent || e < -kSafeExponent) {
+        exponent_[std::size_t(r)] = e;
+        any_ = true;
+      }
+    }
+    return Report::success();
+  }
+  bool any() const { return any_; }
+  int exponent(Index r) const { return exponent_[std::size_t(r)]; }
+
+  // W (in its original scale, any scalar) as Scalar with the chosen rows brought near 1.
+  template <class Derived>
+  Matrix<Scalar> scaled(const Eigen::MatrixBase<Derived>& W) const {
+    if (!any_) return W.template cast<Scalar>();
+    Matrix<Scalar> out(W.rows(), W.cols());
+    for (Index r = 0; r < W.rows(); ++r)
+      out.row(r) = W.row(r).template cast<double>().unaryExpr([&](double x) {
+        return std::ldexp(x, -exponent(r));
+      }).template cast<Scalar>();
+    return out;
+  }
+
+  // Weights and scales back to the original scale (zeros are in code units and do not change);
+  // fails, naming the row, if a result does not fit Scalar.
+  Report restore(QuantizedWeight<Scalar>& q) const {
+    if (any_)
+      for (Index r = 0; r < q.weight.rows(); ++r) {
+        const int e = exponent(r);
+        if (e == 0) continue;
+        q.weight.row(r) = q.weight.row(r).unaryExpr([e](Scalar x) { return std::ldexp(x, e); });
+        q.scales.row(r) = q.scales.row(r).unaryExpr([e](Scalar x) { return std::ldexp(x, e); });
+      }
+    for (Index r = 0; r < q.weight.rows(); ++r)
+      if (!q.weight.row(r).allFinite() || !q.scales.row(r).allFinite())
+        return Report::fail(Status::OutOfRange,
+                            "the quantized weights of row " + std::to_string(r) +
+                                " do not fit the " + scalar_name() +
+                                " solver's range (grid points beyond its largest value); solve "
+                                "in double or rescale the layer");
+    return Report::success();
+  }
+
+ private:
+  static std::string to_text(double v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+  }
+  static const char* scalar_name() {
+    return std::is_same<Scalar, float>::value ? "float" : "double";
+  }
+  std::vector<int> exponent_;
+  bool any_ = false;
+};
+
+}  // namespace internal
+}  // namespace loaq

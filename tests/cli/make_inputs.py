@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Writes the awkward safetensors files the CLI test feeds loaq-quantize (standard library only)."""
+import json
+import random
+import struct
+import sys
+
+
+def write(path, tensors):
+    """tensors: name -> (dtype, shape, flat list of values)."""
+    fmt = {"F32": "f", "F64": "d"}
+    header, blobs, offset = {}, [], 0
+    for name, (dtype, shape, values) in tensors.items():
+        blob = struct.pack("<%d%s" % (len(values), fmt[dtype]), *values)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def gram(n, T, rng):
+    X = [[rng.gauss(0, 1) for _ in range(T)] for _ in range(n)]
+    return [2 * sum(a * b for a, b in zip(X[i], X[j])) for i in range(n) for j in range(n)]
+
+
+def main(out):
+    rng = random.Random(7)
+    m, n = 6, 16
+    W = [rng.gauss(0, 0.1) for _ in range(m * n)]
+    H = gram(n, 64, rng)
+    write(out + "/zero_tokens.st", {"weight": ("F32", [m, n], W), "inputs": ("F32", [0, n], [])})
+    big_n = 100000  # a 400 KB file whose Hessian would need 80 GB
+    write(out + "/huge_n.st", {"weight": ("F32", [1, big_n], [0.5] * big_n),
+                               "inputs": ("F32", [1, big_n], [1.0] * big_n)})
+    write(out + "/h_1e80.st", {"weight": ("F32", [m, n], W), "hessian": ("F64", [n, n], [h * 1e80 for h in H])})
+    write(out + "/h_1e-100.st", {"weight": ("F32", [m, n], W), "hessian": ("F64", [n, n], [h * 1e-100 for h in H])})
+    edge = list(W)
+    for j in range(n):
+        edge[2 * n + j] = 3e38 if j % 2 else -3e38
+    write(out + "/w_3e38.st", {"weight": ("F32", [m, n], edge), "hessian": ("F64", [n, n], H)})
+    big = list(W)
+    for j in range(n):
+        big[3 * n + j] = 1e30 * (1 + j / n)
+    write(out + "/w_1e30.st", {"weight": ("F32", [m, n], big), "hessian": ("F64", [n, n], H)})
+    asym = list(H)
+    asym[3 * n + 9] += 0.5 * abs(H[3 * n + 3])
+    write(out + "/asym.st", {"weight": ("F32", [m, n], W), "hessian": ("F64", [n, n], asym)})
+    write(out + "/empty_weight.st", {"weight": ("F32", [0, n], []), "hessian": ("F64", [n, n], H)})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
