@@ -104,13 +104,18 @@ def test_indefinite_hessian(lay):
     (dict(grid="nf4", bits=3), "4-bit grid"),
     (dict(grid="codebook"), "needs levels"),
     (dict(grid="codebook", levels=[0.0, 0.0]), "all zero"),
-    (dict(grid="codebook", levels=[1.0, np.nan]), "not finite"),
     (dict(levels=[1.0, 2.0]), "only used with grid='codebook'"),
 ])
 def test_invalid_options(lay, kwargs, match):
     W, H, _, _ = lay
     with pytest.raises(loaq.InvalidArgumentError, match=match):
         loaq.gptq(W, H, **kwargs)
+
+
+def test_non_finite_codebook_level(lay):
+    W, H, _, _ = lay
+    with pytest.raises(loaq.LoaqError, match="finite"):
+        loaq.gptq(W, H, grid="codebook", levels=[1.0, np.nan])
 
 
 def test_option_types(lay):
