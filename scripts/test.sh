@@ -38,4 +38,6 @@ cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$root/build/prefi
 cmake --build build/consumer -j "$jobs"
 ./build/consumer/consumer
 ./build/consumer/consumer_optimized
+echo "== Python package (pip install into build/venv) and its pytest suite"
+bash scripts/test_python.sh
 echo "== all tests passed"
