@@ -156,6 +156,9 @@ llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& c
   so.solver.group_size = group;
   so.solver.act_order = o.act_order;
   so.solver.damping.percdamp = 0.01;
+  // The precise path (factor, LoaQ targets and GPTAQ's P in double): the solves are a small part
+  // of this program's time, and the README's tables were measured with it.
+  so.solver.factor = loaq::FactorPrecision::Double;
   so.progress = progress;
   so.threads = o.threads;
   llm::Model q;

@@ -110,7 +110,8 @@ struct DampingPolicy {
 
 // Which scalar the solvers factor in. Solver: the solver's own scalar (float solves factor in
 // float, as the GPTQ reference does) with an automatic double fallback when the float factor
-// fails or its accuracy check fails; Double: always double.
+// fails or its accuracy check fails; Double: the factor, the LoaQ targets and GPTAQ's P in
+// double (the most precise path; float solves then differ from double ones only in the loop).
 enum class FactorPrecision { Solver, Double };
 
 namespace internal {

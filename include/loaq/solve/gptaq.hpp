@@ -6,25 +6,37 @@
 
 namespace loaq {
 
-// P = α · triu₁(dXXT · Uᵀ) · U in solve order and the solver's scalar (dead columns of dXXT
-// zeroed first, as the reference). With the normalized factor, Ĥ⁻¹ = 4^−k·UᵀU, so dXXT is scaled
-// by 4^−k first (exact): P does not depend on the scale of the statistics.
+namespace internal {
+template <class C, class D>
+Matrix<C> gptaq_correction_in(const Eigen::MatrixBase<D>& dXXT, const Matrix<C>& U,
+                              const std::vector<bool>& dead, const std::vector<Index>& perm,
+                              bool permuted, int k, double alpha) {
+  Matrix<C> d = dXXT.template cast<double>()
+                    .unaryExpr([k](double x) { return scale_pow4(x, k); })
+                    .template cast<C>();
+  for (std::size_t j = 0; j < dead.size(); ++j)
+    if (dead[j]) d.col(Index(j)).setZero();
+  if (permuted) d = d(perm, perm).eval();
+  // Both products exploit triangularity: Uᵀ is lower, and only triu₁(d·Uᵀ) is kept.
+  const Matrix<C> A = d * U.transpose().template triangularView<Eigen::Lower>();
+  const Matrix<C> P = A.template triangularView<Eigen::StrictlyUpper>() * U;
+  return C(alpha) * P;
+}
+}  // namespace internal
+
+// P = α · triu₁(dXXT · Uᵀ) · U in solve order (dead columns of dXXT zeroed first, as the
+// reference), in the solver's scalar (double with FactorPrecision::Double). With the normalized
+// factor, Ĥ⁻¹ = 4^−k·UᵀU, so dXXT is scaled by 4^−k first (exact): P does not depend on the
+// scale of the statistics.
 template <class Scalar, class D>
 Matrix<Scalar> gptaq_correction(const Eigen::MatrixBase<D>& dXXT,
                                 const PreparedHessian<Scalar>& prep, double alpha) {
-  const int k = prep.log4_scale;
-  Matrix<Scalar> d = dXXT.template cast<double>()
-                         .unaryExpr([k](double x) { return internal::scale_pow4(x, k); })
-                         .template cast<Scalar>();
-  for (std::size_t j = 0; j < prep.dead.size(); ++j)
-    if (prep.dead[j]) d.col(Index(j)).setZero();
-  if (prep.permuted()) d = d(prep.perm, prep.perm).eval();
-  const Matrix<Scalar>& U = prep.upper;
-  // Both products exploit triangularity: Uᵀ is lower, and only triu₁(d·Uᵀ) is kept.
-  const Matrix<Scalar> A = d * U.transpose().template triangularView<Eigen::Lower>();
-  Matrix<Scalar> P = A.template triangularView<Eigen::StrictlyUpper>() * U;
-  P *= Scalar(alpha);
-  return P;
+  if (prep.upper_double.size())
+    return internal::gptaq_correction_in<double>(dXXT, prep.upper_double, prep.dead, prep.perm,
+                                                 prep.permuted(), prep.log4_scale, alpha)
+        .template cast<Scalar>();
+  return internal::gptaq_correction_in<Scalar>(dXXT, prep.upper, prep.dead, prep.perm,
+                                               prep.permuted(), prep.log4_scale, alpha);
 }
 
 // GPTQ plus the asymmetric correction; α = 0.25 is the reference default, α = 0 is GPTQ exactly.

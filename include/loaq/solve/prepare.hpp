@@ -21,6 +21,8 @@ struct PreparedHessian {
   std::vector<Index> perm;   // solve order → original column
   std::vector<bool> dead;    // by original column
   Matrix<Scalar> upper;      // U, upper triangular, normalized (see log4_scale)
+  Matrix<double> upper_double;  // FactorPrecision::Double with a float solver: U in double, so
+                                // targets and GPTAQ's P are computed in double too
   int log4_scale = 0;
   double damping = 0;           // absolute λ added to diag(H)
   double relative_damping = 0;  // percdamp that succeeded
@@ -96,6 +98,8 @@ Report prepare_hessian(const Eigen::MatrixBase<Derived>& H_in, bool act_order,
   InverseFactor<double> f;
   f.compute(H, damping);
   if (f.info() != Status::Success) return Report::fail(f.info(), f.message());
+  if (!std::is_same<Scalar, double>::value && precision == FactorPrecision::Double)
+    out.upper_double = f.upper();
   internal::take_factor(f, out);
   return Report::success();
 }

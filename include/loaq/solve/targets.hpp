@@ -14,33 +14,44 @@ struct TargetWeights {
   double beta = 1.0;   // weight of the residual-drift correction G·Ĥ⁻¹
 };
 
-// The continuous target W* (original column order) on a prepared Hessian, in the solver's
-// scalar. G may be null. C and G are scaled by 4^−k (exact) to match the normalized factor.
+namespace internal {
+// W* in the compute scalar C (the solver's, or double with FactorPrecision::Double).
+template <class C, class DW>
+Matrix<C> closed_form_target_in(const Eigen::MatrixBase<DW>& W, const Matrix<double>* Cs,
+                                const Matrix<double>* G, const Matrix<C>& U,
+                                const std::vector<Index>& perm, bool permuted, int k,
+                                const TargetWeights& weights) {
+  const bool use_c = Cs && weights.alpha != 0, use_g = G && weights.beta != 0;
+  Matrix<C> target = W.template cast<C>();
+  if (!use_c && !use_g) return target;
+  auto normalized = [k](const Matrix<double>& S) {  // exact: matches the normalized factor
+    return S.unaryExpr([k](double x) { return scale_pow4(x, k); }).template cast<C>();
+  };
+  // B = α·W·C + β·G in solve order; then B·Ĥ⁻¹ = (B·Uᵀ)·U, two triangular products.
+  Matrix<C> B = Matrix<C>::Zero(W.rows(), W.cols());
+  if (use_c) B.noalias() += C(weights.alpha) * (target * normalized(*Cs));
+  if (use_g) B += C(weights.beta) * normalized(*G);
+  if (permuted) B = B(Eigen::all, perm).eval();
+  const Matrix<C> BUt = B * U.transpose().template triangularView<Eigen::Lower>();
+  B.noalias() = BUt * U.template triangularView<Eigen::Upper>();
+  for (Index j = 0; j < W.cols(); ++j) target.col(perm[std::size_t(j)]) += B.col(j);
+  return target;
+}
+}  // namespace internal
+
+// The continuous target W* (original column order) on a prepared Hessian, computed in the
+// solver's scalar (in double when the Hessian was prepared with FactorPrecision::Double).
+// G may be null. C and G are scaled by 4^−k (exact) to match the normalized factor.
 template <class Scalar, class DW>
 Matrix<Scalar> closed_form_target(const Eigen::MatrixBase<DW>& W, const Matrix<double>* C,
                                   const Matrix<double>* G, const PreparedHessian<Scalar>& prep,
                                   const TargetWeights& weights) {
-  const bool use_c = C && weights.alpha != 0, use_g = G && weights.beta != 0;
-  Matrix<Scalar> target = W.template cast<Scalar>();
-  if (!use_c && !use_g) return target;
-  const int k = prep.log4_scale;
-  auto normalized = [k](const Matrix<double>& S, double weight) {
-    return S.unaryExpr([k, weight](double x) { return weight * internal::scale_pow4(x, k); })
+  if (prep.upper_double.size())
+    return internal::closed_form_target_in<double>(W, C, G, prep.upper_double, prep.perm,
+                                                   prep.permuted(), prep.log4_scale, weights)
         .template cast<Scalar>();
-  };
-  // B = α·W·C + β·G in solve order; then B·Ĥ⁻¹ = (B·Uᵀ)·U, two triangular products.
-  Matrix<Scalar> B;
-  if (use_c) B.noalias() = target * normalized(*C, weights.alpha);
-  if (use_g) {
-    if (use_c) B += normalized(*G, weights.beta);
-    else B = normalized(*G, weights.beta);
-  }
-  if (prep.permuted()) B = B(Eigen::all, prep.perm).eval();
-  const Matrix<Scalar>& U = prep.upper;
-  const Matrix<Scalar> BUt = B * U.transpose().template triangularView<Eigen::Lower>();
-  B.noalias() = BUt * U.template triangularView<Eigen::Upper>();
-  for (Index j = 0; j < W.cols(); ++j) target.col(prep.perm[std::size_t(j)]) += B.col(j);
-  return target;
+  return internal::closed_form_target_in<Scalar>(W, C, G, prep.upper, prep.perm, prep.permuted(),
+                                                 prep.log4_scale, weights);
 }
 
 // Quantizes toward the closed-form target. `target`, if given, receives W*. On failure `out`
