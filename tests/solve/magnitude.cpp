@@ -154,3 +154,40 @@ TEST_CASE("after a failed solve the output holds nothing of an earlier call") {
                             nullptr, &target).ok());
   CHECK(target.size() == 0);
 }
+
+TEST_CASE("an ill-conditioned Hessian without damping: a finite result or OutOfRange, never NaN codes") {
+  // Found by the CLI fuzzer: a solve whose error feedback overflowed float fed NaN to the grid
+  // (an undefined conversion to a code) and could pass NaN on as a finite-looking code.
+  std::mt19937 rng(67);
+  const Index n = 16;
+  Eigen::MatrixXd B = loaq_test::random_matrix<double>(n, 3, rng);
+  Eigen::MatrixXd H = B * B.transpose();  // rank 3
+  H.diagonal().array() += 1e-30;
+  for (Index i = 0; i < n; i += 4) H(i, i) *= 1e30;
+  H = (0.5 * (H + H.transpose())).eval();
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(6, n, rng) * 1e30;
+  for (int bits : {3, 6}) {
+    loaq::GptqOptions opt;
+    opt.damping = {0.0, 10.0, 1};
+    opt.group_size = 2;
+    opt.act_order = true;
+    loaq::QuantizedWeight<float> out;
+    const loaq::Report r = bits == 3 ? loaq::gptq(W, H, loaq::UniformGrid<float, 3>(), opt, out)
+                                     : loaq::gptq(W, H, loaq::UniformGrid<float, 6>(), opt, out);
+    CAPTURE(r.message);
+    if (r.ok()) {
+      CHECK(out.weight.allFinite());
+      CHECK(std::isfinite(out.loss));
+    } else {
+      CHECK((r.status == loaq::Status::OutOfRange || r.status == loaq::Status::NotPositiveDefinite));
+      CHECK(out.weight.size() == 0);
+    }
+  }
+  // The fuzzer's Hessian itself: wildly non-symmetric, refused as such.
+  Eigen::MatrixXd A = Eigen::MatrixXd::Identity(3, 3);
+  A(0, 1) = 1e161;
+  A(1, 0) = 1e-105;
+  A(0, 0) = 1e298;
+  loaq::InverseFactor<double> f;
+  CHECK(f.compute(A).info() == loaq::Status::NotSymmetric);
+}

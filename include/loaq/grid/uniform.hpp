@@ -51,10 +51,11 @@ class UniformGrid {
     zero = sym_ ? Scalar((maxq + 1) / 2) : internal::round_half_even(-xmin / scale);
   }
 
+  // NaN (an overflowed solve) encodes to 0 rather than an undefined conversion; the solvers
+  // detect the overflow themselves.
   std::uint8_t encode(Scalar x, Scalar scale, Scalar zero) const {
-    Scalar q = internal::round_half_even(x / scale) + zero;
-    q = std::min(std::max(q, Scalar(0)), Scalar(maxq));
-    return static_cast<std::uint8_t>(q);
+    const Scalar q = internal::round_half_even(x / scale) + zero;
+    return static_cast<std::uint8_t>(q > 0 ? std::min(q, Scalar(maxq)) : Scalar(0));
   }
   Scalar decode(std::uint8_t code, Scalar scale, Scalar zero) const {
     return scale * (Scalar(code) - zero);
@@ -92,9 +93,8 @@ class SignedSymmetricGrid {
   }
   std::uint8_t encode(Scalar x, Scalar scale, Scalar /*zero*/) const {
     const Scalar lo = full_range_ ? Scalar(-offset) : Scalar(-qmax);
-    Scalar q = internal::round_half_even(x / scale);
-    q = std::min(std::max(q, lo), Scalar(qmax));
-    return static_cast<std::uint8_t>(q + Scalar(offset));
+    const Scalar q = internal::round_half_even(x / scale);
+    return static_cast<std::uint8_t>((q > lo ? std::min(q, Scalar(qmax)) : lo) + Scalar(offset));
   }
   Scalar decode(std::uint8_t code, Scalar scale, Scalar /*zero*/) const {
     return scale * (Scalar(code) - Scalar(offset));

@@ -51,7 +51,9 @@ double quantize_column(const Grid& grid, const S* w, const S* scale, const S* ze
 template <class Batch>
 inline Batch uniform_codes(const Batch& x, const Batch& s, const Batch& z, const Batch& lo,
                            const Batch& hi) {
-  return xsimd::min(xsimd::max(xsimd::nearbyint(x / s) + z, lo), hi);
+  const Batch c = xsimd::nearbyint(x / s) + z;
+  // As the scalar encode: clamp, and NaN (an overflowed solve) to lo, never an undefined cast.
+  return xsimd::select(c > lo, xsimd::min(c, hi), lo);
 }
 
 // Uniform grid: code = clamp(round(w/s) + z, 0, maxq), q = s·(code − z), a SIMD batch of rows

@@ -137,6 +137,11 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in,
   if (prep.permuted()) W = W(Eigen::all, perm).eval();
 
   const Mat& U = prep.upper;
+  if (!U.allFinite())
+    return Report::fail(Status::OutOfRange,
+                        "the inverse factor does not fit the solver's scalar (the damped Hessian "
+                        "is too ill-conditioned): raise percdamp or solve in double");
+  std::vector<char> overflowed(std::size_t(panels), 0);  // per panel: a non-finite error
 
   // Results go straight to their original column (no solve-order copy to permute at the end).
   out.weight.resize(m, n);
@@ -195,12 +200,23 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in,
           if (P) later.noalias() += Wb * P->block(i1 + s0, i1 + s1, s1 - s0, count - s1);
         }
       }
+      if (!E1p.allFinite()) overflowed[std::size_t(p)] = 1;
       if (i2 < n) {  // the lazy update: one GEMM per block (and panel)
         auto rest = W.block(r0, i2, rows, n - i2);
         rest.noalias() -= E1p * U.block(i1, i2, count, n - i2);
         if (P) rest.noalias() += W1p * P->block(i1, i2, count, n - i2);
       }
     }
+    for (Index p = 0; p < panels; ++p)
+      if (overflowed[std::size_t(p)]) {
+        out = QuantizedWeight<Scalar>{};
+        return Report::fail(Status::OutOfRange,
+                            "the error feedback overflowed the solver's scalar in columns " +
+                                std::to_string(i1) + ".." + std::to_string(i2 - 1) + ", rows " +
+                                std::to_string(p * R) + "..: the damped Hessian is too "
+                                "ill-conditioned for these weights; raise percdamp or solve in "
+                                "double");
+      }
   }
 
   if (auto r = rows_scale.restore(out); !r.ok()) {
