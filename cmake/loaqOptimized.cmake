@@ -13,7 +13,10 @@ if(NOT TARGET loaq::optimized)
     include(CheckCXXCompilerFlag)
     check_cxx_compiler_flag(-march=native LOAQ_HAS_MARCH_NATIVE)
     if(LOAQ_HAS_MARCH_NATIVE)
-      target_compile_options(loaq_optimized INTERFACE -march=native)
+      # With no optimization GCC defines the AVX-512 intrinsics as macros whose casts xsimd 8's
+      # batches do not pass: builds without an optimizing build type get -O2.
+      target_compile_options(loaq_optimized INTERFACE -march=native
+                             $<$<OR:$<CONFIG:Debug>,$<CONFIG:>>:-O2>)
     endif()
   endif()
   if(LOAQ_OPENMP)
