@@ -7,19 +7,15 @@
 
 #include <loaq/io/gguf.hpp>
 
+#include "attempt.hpp"
+
 using loaq::io::format_error;
 using loaq::io::GgufReader;
 using loaq::io::GgufValue;
 
 namespace {
 
-template <class F>
-void attempt(F&& f) {
-  try {
-    f();
-  } catch (const format_error&) {
-  }
-}
+using loaq_fuzz::attempt;
 
 void touch(const GgufValue& v, int depth) {
   attempt([&] { (void)v.as_uint(); });

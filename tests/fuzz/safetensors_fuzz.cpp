@@ -9,20 +9,12 @@
 
 #include <loaq/io/safetensors.hpp>
 
+#include "attempt.hpp"
+
 using loaq::io::format_error;
 using loaq::io::SafetensorsReader;
 
-namespace {
-
-template <class F>
-void attempt(F&& f) {
-  try {
-    f();
-  } catch (const format_error&) {
-  }
-}
-
-}  // namespace
+using loaq_fuzz::attempt;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {
