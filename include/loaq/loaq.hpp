@@ -7,6 +7,7 @@
 #include "grid/uniform.hpp"
 #include "grid/codebook.hpp"
 #include "grid/params.hpp"
+#include "grid/activation.hpp"
 #include "stats/accumulator.hpp"
 #include "linalg/inverse_factor.hpp"
 #include "solve/options.hpp"
