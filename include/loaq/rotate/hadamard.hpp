@@ -139,31 +139,57 @@ struct RawGaussian {
   }
 };
 
-// In-place Walsh–Hadamard butterflies H_{n/b} ⊗ I_b: pairs of contiguous runs of h ≥ b entries.
-template <class S>
-void butterflies(S* __restrict a, S* __restrict c, Index h) {
-  for (Index i = 0; i < h; ++i) {
-    const S u = a[i], v = c[i];
-    a[i] = u + v;
-    c[i] = u - v;
-  }
+// One stage of in-place Walsh–Hadamard butterflies on pairs of contiguous runs of h entries.
+// Runs go in fixed-width chunks so that even GCC's -O2 (very cheap) vectorizer takes them.
+template <Index W, class S>
+void butterfly_run(S* __restrict a, S* __restrict c, Index h) {
+  for (Index i = 0; i < h; i += W)
+    for (Index j = i; j < i + W; ++j) {
+      const S u = a[j], v = c[j];
+      a[j] = u + v;
+      c[j] = u - v;
+    }
 }
+template <Index W, class S>
+void butterfly_stage(S* x, Index n, Index h) {
+  for (Index s = 0; s < n; s += 2 * h) butterfly_run<W>(x + s, x + s + h, h);
+}
+template <class S>
+void butterfly_stage(S* x, Index n, Index h) {
+  if (h % 16 == 0)
+    butterfly_stage<16>(x, n, h);
+  else if (h % 8 == 0)
+    butterfly_stage<8>(x, n, h);
+  else if (h % 4 == 0)
+    butterfly_stage<4>(x, n, h);
+  else
+    butterfly_stage<1>(x, n, h);
+}
+// The three narrowest stages of a plain FWHT at once: runs of 1, 2 and 4 are too short to vectorize.
+template <class S>
+void fwht8(S* x) {
+  const S a0 = x[0] + x[1], a1 = x[0] - x[1], a2 = x[2] + x[3], a3 = x[2] - x[3];
+  const S a4 = x[4] + x[5], a5 = x[4] - x[5], a6 = x[6] + x[7], a7 = x[6] - x[7];
+  const S b0 = a0 + a2, b1 = a1 + a3, b2 = a0 - a2, b3 = a1 - a3;
+  const S b4 = a4 + a6, b5 = a5 + a7, b6 = a4 - a6, b7 = a5 - a7;
+  x[0] = b0 + b4;
+  x[1] = b1 + b5;
+  x[2] = b2 + b6;
+  x[3] = b3 + b7;
+  x[4] = b0 - b4;
+  x[5] = b1 - b5;
+  x[6] = b2 - b6;
+  x[7] = b3 - b7;
+}
+// x ← (H_{n/b} ⊗ I_b)·x: butterflies on runs of b, 2b, …, n/2 entries.
 template <class S>
 void fwht_blocks(S* x, Index n, Index b) {
   Index h = b;
-  if (b == 1 && n >= 4) {  // the two narrowest stages fused: too short to vectorize apart
-    for (Index s = 0; s < n; s += 4) {
-      const S p = x[s] + x[s + 1], m = x[s] - x[s + 1], p2 = x[s + 2] + x[s + 3],
-              m2 = x[s + 2] - x[s + 3];
-      x[s] = p + p2;
-      x[s + 1] = m + m2;
-      x[s + 2] = p - p2;
-      x[s + 3] = m - m2;
-    }
-    h = 4;
+  if (b == 1 && n >= 8) {
+    for (Index s = 0; s < n; s += 8) fwht8(x + s);
+    h = 8;
   }
-  for (; h < n; h *= 2)
-    for (Index s = 0; s < n; s += 2 * h) butterflies(x + s, x + s + h, h);
+  for (; h < n; h *= 2) butterfly_stage(x, n, h);
 }
 
 }  // namespace internal
@@ -339,8 +365,7 @@ class OrthogonalTransform {
         const Index t0 = k * block, cols = std::min(block, T - t0);
         for (Index t = t0; t < t0 + cols; ++t) {
           S* x = X.col(t).data();
-          if (row_pass && !transpose)
-            for (Index i = 0; i < n; ++i) x[i] *= row_factor[i];
+          if (row_pass && !transpose) Eigen::Map<Vector<S>>(x, n).array() *= row_factor.array();
           internal::fwht_blocks(x, n, b);
         }
         if (b > 1) {
