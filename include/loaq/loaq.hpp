@@ -1,4 +1,4 @@
-// loaq umbrella header: grids, statistics, factorization and every column solver.
+// loaq umbrella header: grids, statistics, factorization, rotations and every column solver.
 // Optional I/O (io/safetensors.hpp, io/gguf.hpp) is included separately.
 #pragma once
 
@@ -10,6 +10,7 @@
 #include "grid/activation.hpp"
 #include "stats/accumulator.hpp"
 #include "linalg/inverse_factor.hpp"
+#include "rotate/hadamard.hpp"
 #include "solve/options.hpp"
 #include "solve/prepare.hpp"
 #include "solve/column_solver.hpp"
