@@ -5,6 +5,7 @@
 //               [--calib-text F] [--eval-text F] [--calib-windows N] [--eval-windows E]
 //               [--seq-len L] [--seed S] [--sym] [--act-order] [--alpha A] [--beta B]
 //               [--loaq-objective normalized|residual] [--table-out FILE]
+//               [--act-bits A] [--act-clip R] [--act-sym] [--act-group G] [--rotate none|hadamard]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include <loaq/llm/decoder.hpp>
 #include <loaq/llm/methods.hpp>
 #include <loaq/llm/perplexity.hpp>
+#include <loaq/llm/rotation.hpp>
 #include <loaq/llm/sequential.hpp>
 #include <loaq/llm/tokenizer.hpp>
 
@@ -41,6 +43,8 @@ struct Options {
   double alpha = -1;            // < 0: the method's default (GPTAQ 0.25, QEP 0.5, LoaQ 1)
   double beta = 1;              // LoaQ residual-drift weight
   bool loaq_normalized = true;  // LoaQ output linears: normalized (true) or residual objective
+  loaq::ActivationQuantSpec act;  // bits 16: weight-only
+  std::string rotate;             // none | hadamard; empty: hadamard when activations are quantized
 };
 
 [[noreturn]] void die(const std::string& msg, int code = 2) {
@@ -85,6 +89,8 @@ Options parse(int argc, char** argv) {
           "  [--calib-text F] [--eval-text F] [--calib-windows N (32)] [--eval-windows E (32, -1 all)]\n"
           "  [--seq-len L (256)] [--seed S (0)] [--sym] [--act-order] [--alpha A] [--beta B]\n"
           "  [--loaq-objective normalized|residual] [--table-out FILE] [--threads N (all cores)]\n"
+          "  [--act-bits A (16 = weight-only)] [--act-clip R (0.9)] [--act-sym] [--act-group G (-1 per token)]\n"
+          "  [--rotate none|hadamard (hadamard when A < 16)]\n"
           "Fetch the model first with scripts/fetch_model.sh (or pass --model / set LOAQ_MODEL).\n");
       std::exit(0);
     } else if (f == "--model") o.model = value();
@@ -106,7 +112,14 @@ Options parse(int argc, char** argv) {
       o.loaq_normalized = v == "normalized";
     } else if (f == "--table-out") o.table_out = value();
     else if (f == "--threads") o.threads = to_int(f, value());
-    else die("unknown option " + f + " (see --help)");
+    else if (f == "--act-bits") o.act.bits = to_int(f, value());
+    else if (f == "--act-clip") o.act.clip_ratio = float(std::atof(value().c_str()));
+    else if (f == "--act-sym") o.act.symmetric = true;
+    else if (f == "--act-group") o.act.group_size = to_int(f, value());
+    else if (f == "--rotate") {
+      o.rotate = value();
+      if (o.rotate != "none" && o.rotate != "hadamard") die("--rotate is none or hadamard");
+    } else die("unknown option " + f + " (see --help)");
   }
   for (const auto& m : split(methods, ',')) {
     if (std::find(std::begin(kMethods), std::end(kMethods), m) == std::end(kMethods))
@@ -125,6 +138,10 @@ Options parse(int argc, char** argv) {
   if (o.seq_len < 2 || o.calib_windows < 1 || o.eval_windows == 0 || o.eval_windows < -1)
     die("--seq-len ≥ 2, --calib-windows ≥ 1, --eval-windows ≥ 1 or -1");
   if (o.threads < 1) die("--threads must be at least 1");
+  if (o.act.bits != 16 && (o.act.bits < 2 || o.act.bits > 8)) die("--act-bits must be in 2..8, or 16 for none");
+  if (!(o.act.clip_ratio > 0.f && o.act.clip_ratio <= 1.f)) die("--act-clip must be in (0, 1]");
+  if (o.act.group_size == 0 || o.act.group_size < -1) die("--act-group must be -1 or positive");
+  if (o.rotate.empty()) o.rotate = o.act.enabled() ? "hadamard" : "none";
   return o;
 }
 
@@ -135,9 +152,12 @@ std::string read_text(const std::string& path) {
 }
 
 std::string label(const Options& o, int bits, int group) {
-  std::string s = "W" + std::to_string(bits) + (group > 0 ? " g" + std::to_string(group) : " per-row");
+  std::string s = "W" + std::to_string(bits);
+  if (o.act.enabled()) s += "A" + std::to_string(o.act.bits);
+  s += group > 0 ? " g" + std::to_string(group) : " per-row";
   if (o.sym) s += " sym";
   if (o.act_order) s += " act";
+  if (o.rotate == "hadamard") s += " rot";
   return s;
 }
 
@@ -161,11 +181,13 @@ llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& c
   so.solver.factor = loaq::FactorPrecision::Double;
   so.progress = progress;
   so.threads = o.threads;
+  so.activations = o.act;
   llm::Model q;
   llm::with_uniform_grid(bits, o.sym, [&](const auto& grid) {
     const auto t0 = std::chrono::steady_clock::now();
     if (m == "rtn") {
       q = llm::quantize_rtn(fp, grid, group, loaq::ParamSearch{}, progress);
+      q.config.act = o.act;
       times.solve_s += seconds_since(t0);
     } else if (m == "gptq") q = llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, so, &times);
     else if (m == "gptaq") q = llm::quantize_sequential(fp, calib, llm::Gptaq{alpha(0.25)}, grid, so, &times);
@@ -189,7 +211,11 @@ int main(int argc, char** argv) {
       die("model not found at " + o.model + "\n  fetch it with: bash scripts/fetch_model.sh"
           "\n  or pass --model PATH / set LOAQ_MODEL", 1);
     const loaq::io::GgufReader gguf(o.model);
-    const llm::Model fp = llm::Model::load(gguf);
+    const llm::Model original = llm::Model::load(gguf);
+    // Every method quantizes the same FP model: rotated (an equivalent network) or as loaded.
+    std::vector<std::string> warnings;
+    const llm::Model fp = o.rotate == "hadamard" ? llm::rotate_model(original, {}, &warnings) : original;
+    for (const std::string& w : warnings) std::printf("warning: %s\n", w.c_str());
     const llm::Tokenizer tok = llm::Tokenizer::from_gguf(gguf);
     std::printf("model %s: %d layers, d %d, ff %d (%.1f s)\n", o.model.c_str(), fp.config.n_layers,
                 fp.config.d_model, fp.config.d_ff, seconds_since(t_start));
@@ -216,7 +242,8 @@ int main(int argc, char** argv) {
     for (const auto& [bits, group] : o.settings) {
       for (const std::string& m : o.methods) {
         if (m == "fp" && fp_ppl >= 0) continue;  // one FP row is enough
-        const std::string setting = m == "fp" ? "-" : label(o, bits, group);
+        // FP: the model every method starts from (rotated: the same network, float rounding aside).
+        const std::string setting = m == "fp" ? (o.rotate == "hadamard" ? "rot" : "-") : label(o, bits, group);
         const auto t0 = std::chrono::steady_clock::now();
         llm::SequentialTimes split;
         const llm::Model q = quantize(fp, calib, m, o, bits, group, [&](const llm::Progress& p) {

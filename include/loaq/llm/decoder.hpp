@@ -15,11 +15,14 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "../grid/activation.hpp"
 #include "../io/gguf.hpp"
+#include "../rotate/hadamard.hpp"
 
 namespace loaq {
 namespace llm {
@@ -38,6 +41,14 @@ struct Config {
   float rope_theta = 10000.f;  // rope.freq_base
   float rms_eps = 1e-5f;       // attention.layer_norm_rms_epsilon, used by every RMSNorm
   bool rope_rows_permuted = true;  // q/k rows in llama.cpp's interleaved order in the file
+
+  // Run-time transforms (never read from a file): set by rotate_model (rotation.hpp) and by
+  // weight-activation quantization.
+  // Every decoder linear's input is fake-quantized per token (bits 16 = off); the LM head's is not.
+  ActivationQuantSpec act;
+  // Online rotation of down_proj's input: the MLP computes down·(Q a) with down holding W·Qᵀ, so
+  // the activations it quantizes are rotated (QuaRot's online Hadamard). Null = none.
+  std::shared_ptr<const OrthogonalTransform> down_rotation;
 
   // From the "<arch>.*" keys (llama.cpp names). Throws loaq::io::format_error if inconsistent.
   static Config from_gguf(const loaq::io::GgufReader& g) {
@@ -122,6 +133,7 @@ inline Eigen::MatrixXf linear(const Eigen::MatrixXf& W, const Eigen::VectorXf& b
 }
 
 // What a sub-block saw, for collecting calibration statistics. Null pointer = nothing recorded.
+// Each is what the linear reads, after the run-time transforms of Config (rotation, quantization).
 struct AttnCapture {
   Eigen::MatrixXf x_qkv;  // RMSNorm(h): the input of q/k/v_proj, d_model × T
   Eigen::MatrixXf x_o;    // attention context: the input of o_proj, (heads·head_dim) × T
@@ -136,6 +148,26 @@ inline Eigen::MatrixXf rms_norm(const Eigen::MatrixXf& h, const Eigen::VectorXf&
   const Eigen::RowVectorXf inv =
       ((h.array().square().colwise().sum() / float(h.rows())) + eps).rsqrt().matrix();
   return gamma.asDiagonal() * (h * inv.asDiagonal());
+}
+
+// What a decoder linear reads: x itself, or x fake-quantized per token when the model quantizes
+// activations. Throws std::runtime_error when x cannot be quantized (a non-finite activation).
+inline Eigen::MatrixXf linear_input(const Config& cfg, Eigen::MatrixXf x) {
+  if (cfg.act.enabled()) {
+    const Report r = fake_quantize_activations(x, cfg.act);
+    if (!r.ok()) throw std::runtime_error("activation quantization: " + r.message);
+  }
+  return x;
+}
+// The input of q/k/v_proj (attention) or gate/up_proj (MLP): RMSNorm(h), as the linears read it.
+inline Eigen::MatrixXf norm_input(const Config& cfg, const Eigen::MatrixXf& h, const Eigen::VectorXf& gamma) {
+  return linear_input(cfg, rms_norm(h, gamma, cfg.rms_eps));
+}
+// The input of down_proj from the MLP's hidden activation silu(gate)·up: rotated online, then
+// quantized.
+inline Eigen::MatrixXf down_input(const Config& cfg, Eigen::MatrixXf a) {
+  if (cfg.down_rotation) cfg.down_rotation->apply(a);
+  return linear_input(cfg, std::move(a));
 }
 
 // HF rotate_half RoPE on every head of x ((n_heads·head_dim) × T), positions pos0, pos0+1, ...
@@ -184,12 +216,12 @@ inline Eigen::MatrixXf causal_attention(const Config& cfg, const Eigen::MatrixXf
 // h + o_proj(attention(RMSNorm(h))).
 inline Eigen::MatrixXf attention_block(const Config& cfg, const DecoderLayer& L,
                                        const Eigen::MatrixXf& h, AttnCapture* cap = nullptr) {
-  const Eigen::MatrixXf x = rms_norm(h, L.attn_norm, cfg.rms_eps);
+  const Eigen::MatrixXf x = norm_input(cfg, h, L.attn_norm);
   Eigen::MatrixXf Q = linear(L.q, L.bias_of(Linear::q), x), K = linear(L.k, L.bias_of(Linear::k), x);
   const Eigen::MatrixXf V = linear(L.v, L.bias_of(Linear::v), x);
   apply_rope(Q, cfg.n_heads, cfg.head_dim, cfg.rope_theta);
   apply_rope(K, cfg.n_kv_heads, cfg.head_dim, cfg.rope_theta);
-  Eigen::MatrixXf ctx = causal_attention(cfg, Q, K, V);
+  Eigen::MatrixXf ctx = linear_input(cfg, causal_attention(cfg, Q, K, V));
   Eigen::MatrixXf out = h + L.o * ctx;  // one expression: Eigen adds the product into h
   if (L.bias_of(Linear::o).size()) out.colwise() += L.bias_of(Linear::o);
   if (cap) {
@@ -199,12 +231,14 @@ inline Eigen::MatrixXf attention_block(const Config& cfg, const DecoderLayer& L,
   return out;
 }
 
-// h + down_proj(silu(gate_proj(x)) ⊙ up_proj(x)), x = RMSNorm(h).
+// h + down_proj(silu(gate_proj(x)) ⊙ up_proj(x)), x = RMSNorm(h) (linear_input and down_input
+// add the run-time transforms).
 inline Eigen::MatrixXf mlp_block(const Config& cfg, const DecoderLayer& L, const Eigen::MatrixXf& h,
                                  MlpCapture* cap = nullptr) {
-  const Eigen::MatrixXf x = rms_norm(h, L.ffn_norm, cfg.rms_eps);
+  const Eigen::MatrixXf x = norm_input(cfg, h, L.ffn_norm);
   const Eigen::ArrayXXf g = linear(L.gate, L.bias_of(Linear::gate), x).array();
-  Eigen::MatrixXf a = ((g / (1.f + (-g).exp())) * linear(L.up, L.bias_of(Linear::up), x).array()).matrix();
+  Eigen::MatrixXf a = down_input(
+      cfg, ((g / (1.f + (-g).exp())) * linear(L.up, L.bias_of(Linear::up), x).array()).matrix());
   Eigen::MatrixXf out = h + L.down * a;
   if (L.bias_of(Linear::down).size()) out.colwise() += L.bias_of(Linear::down);
   if (cap) {

@@ -77,6 +77,10 @@ struct SequentialOptions {
   // Threads for coarse tasks: forward passes per window, solves per linear of a group. Statistics
   // are added in window order on the calling thread, so the result is the same for every count.
   int threads = 1;
+  // Weight-activation quantization: the quantized model fake-quantizes every decoder linear's
+  // input with this spec, in calibration (x̂ of every method is the quantized input of the
+  // quantized stream; x, the FP stream's, stays unquantized) and in the returned model.
+  ActivationQuantSpec activations;
 };
 
 // Runs f(UniformGrid<float, bits>(sym)) for a bit width known at run time (2..8).
@@ -146,7 +150,11 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
   SequentialTimes& tm = times ? *times : local;
   const auto t0 = std::chrono::steady_clock::now();
   Model q = fp;
-  const Config& cfg = fp.config;
+  q.config.act = options.activations;
+  if (q.config.act.enabled())  // every linear input width: d_model (q,k,v,o,gate,up) and d_ff (down)
+    for (int n : {fp.config.d_model, fp.config.d_ff}) detail::check(q.config.act.validate(n), "activations");
+  const Config& cfg = fp.config;  // the FP stream's
+  const Config& qcfg = q.config;  // the quantized stream's: activations quantized
   const int layers = int(fp.layers.size());
   const std::size_t W = calib.size();
   std::vector<Eigen::MatrixXf> h_fp(W), h_q(W);
@@ -225,14 +233,14 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
 
     run_group(
         InputGroup{}, "q,k,v", Lf.q,
-        [&](std::size_t w) { return Eigen::MatrixXf(rms_norm(h_q[w], Lq.attn_norm, cfg.rms_eps)); },
+        [&](std::size_t w) { return norm_input(qcfg, h_q[w], Lq.attn_norm); },
         [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) { add_input(st, xh, fa[w].x_qkv); },
         {Linear::q, Linear::k, Linear::v});
     run_group(
         OutputGroup{}, "o", Lf.o,
         [&](std::size_t w) {
           AttnCapture a;
-          attention_block(cfg, Lq, h_q[w], &a);
+          attention_block(qcfg, Lq, h_q[w], &a);
           return std::move(a.x_o);
         },
         [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: the block input
@@ -242,8 +250,8 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
     run_group(
         InputGroup{}, "gate,up", Lf.gate,
         [&](std::size_t w) {
-          mid_q[w] = attention_block(cfg, Lq, h_q[w]);
-          return Eigen::MatrixXf(rms_norm(mid_q[w], Lq.ffn_norm, cfg.rms_eps));
+          mid_q[w] = attention_block(qcfg, Lq, h_q[w]);
+          return norm_input(qcfg, mid_q[w], Lq.ffn_norm);
         },
         [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) { add_input(st, xh, fm[w].x_gate_up); },
         {Linear::gate, Linear::up});
@@ -251,7 +259,7 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
         OutputGroup{}, "down", Lf.down,
         [&](std::size_t w) {
           MlpCapture m;
-          mlp_block(cfg, Lq, mid_q[w], &m);
+          mlp_block(qcfg, Lq, mid_q[w], &m);
           return std::move(m.x_down);
         },
         [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: mid-block
@@ -261,7 +269,7 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
         {Linear::down});
 
     detail::Stopwatch sw(&tm.forward_s);
-    detail::parallel_for(W, threads, [&](std::size_t w) { h_q[w] = mlp_block(cfg, Lq, mid_q[w]); });
+    detail::parallel_for(W, threads, [&](std::size_t w) { h_q[w] = mlp_block(qcfg, Lq, mid_q[w]); });
     h_fp = std::move(next_fp);
   }
   return q;
