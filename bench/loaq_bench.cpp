@@ -2,12 +2,14 @@
 // as a fraction of this machine's own GEMM / SYRK rate measured in the same run.
 //
 //   loaq_bench [--quick | --full] [--threads N] [--scalar float|double|both] [--export DIR]
-//              [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory] [--shape NAME]
+//              [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard] [--shape NAME]
 //
 // --quick: SmolLM2-135M shapes (576×576, 1536×576, 576×1536); --full adds LLaMA-7B shapes
 // (4096×4096, 11008×4096, 4096×11008). Shapes are m × n = rows × columns of W.
 // --export DIR writes DIR/<shape>.safetensors (weight, hessian, loaq's float result and its time)
 // for bench/reference_gptq.py, the side-by-side against the PyTorch reference.
+// The hadamard stage times the fast rotation Q·X against a float GEMM with the dense Q (quick:
+// n ∈ {576, 1536, 4096}, T = 256; full adds 4864, 11008, the fallback order 2752 and T = 2048).
 #include <unistd.h>
 
 #include <cstdio>
@@ -51,6 +53,11 @@ struct Config {
   bool runs(const char* stage) const {
     return only.empty() ||
            ("," + only + ",").find("," + std::string(stage) + ",") != std::string::npos;
+  }
+  bool runs_shape_stages() const {
+    for (const char* s : {"accumulate", "factor", "loop", "gptq", "mse", "gptaq", "loaq", "memory"})
+      if (runs(s)) return true;
+    return false;
   }
   Index tokens = 2048;  // tokens per calibration batch (one 2048-token sequence)
   int batches = 2;      // batches accumulated into the Hessian used by the solvers
@@ -305,12 +312,48 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
   }
 }
 
+// Rotation throughput: OrthogonalTransform::apply on an n × T float matrix against the dense
+// float GEMM Q·X it replaces (O(n·(b + log n)) against O(n²) per column).
+void bench_hadamard(const Config& cfg) {
+  std::vector<Index> orders = {576, 1536, 4096};
+  std::vector<Index> tokens = {256};
+  if (cfg.full) {
+    orders.insert(orders.end(), {4864, 11008, 2752});  // 2752 = 43·64: the random fallback
+    tokens.push_back(2048);
+  }
+  std::printf("\nhadamard rotation, float, Q·X with X n × T, %d thread(s)\n", cfg.threads);
+  std::printf("  %-6s %-22s %6s %12s %12s %9s %10s\n", "n", "construction", "T", "transform",
+              "dense sgemm", "speedup", "build");
+  for (const Index n : orders) {
+    double t_build = bench::now();
+    const loaq::OrthogonalTransform q = loaq::OrthogonalTransform::hadamard(n, true, 1);
+    t_build = bench::now() - t_build;
+    const Mat<float> Qf = q.dense().cast<float>();
+    char what[64];
+    if (q.kind() == loaq::RotationKind::Hadamard)
+      std::snprintf(what, sizeof what, "H%ld (x) H%ld", long(n / q.core_order()),
+                    long(q.core_order()));
+    else
+      std::snprintf(what, sizeof what, "random orthogonal");
+    for (const Index T : tokens) {
+      Mat<float> X = bench::synthetic_inputs<float>(n, T, 5), Y(n, T);
+      const bool big = double(n) * double(n) * double(T) > 2e10;
+      const int reps = big ? 2 : 5;
+      const double t_fast = bench::time_best(reps, [&] { q.apply(X); }, !big);
+      const double t_gemm = bench::time_best(reps, [&] { Y.noalias() = Qf * X; }, !big);
+      std::printf("  %-6ld %-22s %6ld %9.2f ms %9.2f ms %8.1fx %7.1f ms\n", long(n), what, long(T),
+                  t_fast * 1e3, t_gemm * 1e3, t_gemm / t_fast, t_build * 1e3);
+    }
+    std::fflush(stdout);
+  }
+}
+
 int usage() {
   std::fprintf(
       stderr,
       "usage: loaq_bench [--quick|--full] [--threads N] [--scalar float|double|both] "
       "[--export DIR]\n"
-      "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory] [--shape NAME]\n");
+      "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard] [--shape NAME]\n");
   return 2;
 }
 
@@ -364,6 +407,9 @@ int main(int argc, char** argv) {
   std::printf("loaq_bench %s mode, %d thread(s), %s, %s, SIMD: %s\n", cfg.full ? "full" : "quick",
               cfg.threads, omp, lapack, Eigen::SimdInstructionSetsInUse());
   std::printf("GPTQ settings: 4-bit asymmetric, group 128, block 128, percdamp 0.01\n");
+
+  if (cfg.runs("hadamard")) bench_hadamard(cfg);
+  if (!cfg.runs_shape_stages()) return 0;
 
   std::vector<Shape> shapes(std::begin(kSmol), std::end(kSmol));
   if (cfg.full || !cfg.shape.empty())

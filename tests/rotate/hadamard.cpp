@@ -246,7 +246,7 @@ TEST_CASE("the fallback is Q of G = QR, G Gaussian by Box–Muller on raw bits, 
   for (Index k = 0; k < n * n; k += 2) {  // column-major fill, cos then sin of one pair
     const double u1 = double((rng() >> 11) + 1) / 9007199254740992.0;
     const double u2 = double(rng() >> 11) / 9007199254740992.0;
-    const double r = std::sqrt(-2.0 * std::log(u1)), a = 2.0 * M_PI * u2;
+    const double r = std::sqrt(-2.0 * std::log(u1)), a = 6.283185307179586 * u2;
     G(k % n, k / n) = r * std::cos(a);
     G((k + 1) % n, (k + 1) / n) = r * std::sin(a);
   }

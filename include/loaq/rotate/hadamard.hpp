@@ -290,8 +290,8 @@ class OrthogonalTransform {
  private:
   OrthogonalTransform() = default;
 
-  // Columns per block of the core GEMM: about 64 KiB of float, so a block stays in L2.
-  static constexpr Index kBlockEntries = Index(1) << 14;
+  static constexpr Index kBlockEntries = Index(1) << 14;  // 64 KiB of float
+  static constexpr Index kMinGemmColumns = 256;
 
   static void check_order(Index n) {
     if (n <= 0)
@@ -349,27 +349,35 @@ class OrthogonalTransform {
     const bool row_pass = randomized_ || b == 1;
     const Vector<S> row_factor = (signs_ * (b == 1 ? inv_sqrt_n : 1.0)).template cast<S>();
     const S core_scale = S(inv_sqrt_n);
-    // Blocks of whole columns go through one core GEMM when the columns are adjacent in memory.
-    const bool adjacent = X.outerStride() == n || T == 1;
-    const Index block = adjacent ? std::max<Index>(1, std::min(T, kBlockEntries / n)) : 1;
+    // A block of columns is one core GEMM, b × b by b × (n/b)·cols: about kBlockEntries entries
+    // keep it in L2, and a large core needs kMinGemmColumns right-hand columns to be compute-bound
+    // (one column at a time, 11008 = 2·5504 rereads its 121 MB core per column).
+    Index block = std::max<Index>(1, kBlockEntries / n);
+    if (b > 1) block = std::max(block, (kMinGemmColumns * b + n - 1) / n);
+    block = std::min(block, T);
     const Index nblocks = (T + block - 1) / block;
+    // Columns that are not adjacent in memory (a row block) go through a contiguous copy.
+    const bool adjacent = X.outerStride() == n || T == 1;
 #ifdef _OPENMP
 #pragma omp parallel if (nblocks > 1 && T * n >= (Index(1) << 16))
 #endif
     {
-      Matrix<S> tmp(b > 1 ? b : 0, b > 1 ? (n / b) * block : 0);  // per thread: no shared scratch
+      // Per thread: no shared scratch.
+      Matrix<S> tmp(b > 1 ? b : 0, b > 1 ? (n / b) * block : 0), buf(adjacent ? 0 : n, block);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
       for (Index k = 0; k < nblocks; ++k) {
         const Index t0 = k * block, cols = std::min(block, T - t0);
-        for (Index t = t0; t < t0 + cols; ++t) {
-          S* x = X.col(t).data();
-          if (row_pass && !transpose) Eigen::Map<Vector<S>>(x, n).array() *= row_factor.array();
-          internal::fwht_blocks(x, n, b);
+        if (!adjacent) buf.leftCols(cols) = X.middleCols(t0, cols);
+        S* data = adjacent ? X.col(t0).data() : buf.data();
+        Eigen::Map<Matrix<S>> B(data, n, cols);
+        for (Index t = 0; t < cols; ++t) {
+          if (row_pass && !transpose) B.col(t).array() *= row_factor.array();
+          internal::fwht_blocks(B.col(t).data(), n, b);
         }
         if (b > 1) {
-          Eigen::Map<Matrix<S>> M(X.col(t0).data(), b, (n / b) * cols);
+          Eigen::Map<Matrix<S>> M(data, b, (n / b) * cols);
           auto Y = tmp.leftCols(M.cols());
           if (transpose)
             Y.noalias() = core<S>().transpose() * M;
@@ -377,8 +385,8 @@ class OrthogonalTransform {
             Y.noalias() = core<S>() * M;
           M = core_scale * Y;
         }
-        if (row_pass && transpose)
-          for (Index t = t0; t < t0 + cols; ++t) X.col(t).array() *= row_factor.array();
+        if (row_pass && transpose) B.array().colwise() *= row_factor.array();
+        if (!adjacent) X.middleCols(t0, cols) = B;
       }
     }
   }
