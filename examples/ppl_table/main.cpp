@@ -72,6 +72,7 @@ int to_int(const std::string& flag, const std::string& v) {
 
 Options parse(int argc, char** argv) {
   Options o;
+  o.act.clip_ratio = 0.9;  // QuaRot's and GPTAQ's activation clip
   o.model = loaq_examples::default_model_path();
   o.calib_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/calib_1790_1981.txt";
   o.eval_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/eval_1982_2021.txt";
