@@ -6,6 +6,7 @@
 //               [--seq-len L] [--seed S] [--sym] [--act-order] [--alpha A] [--beta B]
 //               [--loaq-objective normalized|residual] [--table-out FILE]
 //               [--act-bits A] [--act-clip R] [--act-sym] [--act-group G] [--rotate none|hadamard]
+//               [--scales none|awq|faq]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +22,7 @@
 #include <loaq/llm/methods.hpp>
 #include <loaq/llm/perplexity.hpp>
 #include <loaq/llm/rotation.hpp>
+#include <loaq/llm/scaling.hpp>
 #include <loaq/llm/sequential.hpp>
 #include <loaq/llm/tokenizer.hpp>
 
@@ -45,6 +47,7 @@ struct Options {
   bool loaq_normalized = true;  // LoaQ output linears: normalized (true) or residual objective
   loaq::ActivationQuantSpec act;  // bits 16: weight-only
   std::string rotate;             // none | hadamard; empty: hadamard when activations are quantized
+  std::string scales = "none";    // none | awq | faq: equivalent channel scaling before every method
 };
 
 [[noreturn]] void die(const std::string& msg, int code = 2) {
@@ -92,6 +95,7 @@ Options parse(int argc, char** argv) {
           "  [--loaq-objective normalized|residual] [--table-out FILE] [--threads N (all cores)]\n"
           "  [--act-bits A (16 = weight-only)] [--act-clip R (0.9)] [--act-sym] [--act-group G (-1 per token)]\n"
           "  [--rotate none|hadamard (hadamard when A < 16)]\n"
+          "  [--scales none|awq|faq (channel scales, after the rotation, before every method)]\n"
           "Fetch the model first with scripts/fetch_model.sh (or pass --model / set LOAQ_MODEL).\n");
       std::exit(0);
     } else if (f == "--model") o.model = value();
@@ -120,6 +124,9 @@ Options parse(int argc, char** argv) {
     else if (f == "--rotate") {
       o.rotate = value();
       if (o.rotate != "none" && o.rotate != "hadamard") die("--rotate is none or hadamard");
+    } else if (f == "--scales") {
+      o.scales = value();
+      if (o.scales != "none" && o.scales != "awq" && o.scales != "faq") die("--scales is none, awq or faq");
     } else die("unknown option " + f + " (see --help)");
   }
   for (const auto& m : split(methods, ',')) {
@@ -159,6 +166,7 @@ std::string label(const Options& o, int bits, int group) {
   if (o.sym) s += " sym";
   if (o.act_order) s += " act";
   if (o.rotate == "hadamard") s += " rot";
+  if (o.scales != "none") s += " " + o.scales;
   return s;
 }
 
@@ -240,14 +248,36 @@ int main(int argc, char** argv) {
     };
     std::vector<Row> rows;
     double fp_ppl = -1;
+    // FAQ's scales do not depend on the setting; AWQ's search quantizes with the setting's grid.
+    llm::FaqStatistics faq_stats;
+    if (o.scales == "faq") {
+      const auto t0 = std::chrono::steady_clock::now();
+      faq_stats = llm::faq_statistics(fp, calib, o.threads);
+      std::printf("FAQ statistics: %.1f s\n", seconds_since(t0));
+    }
     for (const auto& [bits, group] : o.settings) {
+      // The FP model every method of this setting quantizes: scaled (the same function) or `fp`.
+      llm::Model scaled;
+      if (o.scales != "none") {
+        const auto t0 = std::chrono::steady_clock::now();
+        if (o.scales == "faq") scaled = llm::faq_scale(fp, faq_stats);
+        else
+          llm::with_uniform_grid(bits, o.sym, [&](const auto& grid) {
+            llm::AwqOptions ao;
+            ao.threads = o.threads;
+            scaled = llm::awq_scale(fp, calib, grid, group, ao);
+          });
+        std::printf("scales %s for %s: %.1f s\n", o.scales.c_str(), label(o, bits, group).c_str(), seconds_since(t0));
+        std::fflush(stdout);
+      }
+      const llm::Model& base = o.scales != "none" ? scaled : fp;
       for (const std::string& m : o.methods) {
         if (m == "fp" && fp_ppl >= 0) continue;  // one FP row is enough
         // FP: the model every method starts from (rotated: the same network, float rounding aside).
         const std::string setting = m == "fp" ? (o.rotate == "hadamard" ? "rot" : "-") : label(o, bits, group);
         const auto t0 = std::chrono::steady_clock::now();
         llm::SequentialTimes split;
-        const llm::Model q = quantize(fp, calib, m, o, bits, group, [&](const llm::Progress& p) {
+        const llm::Model q = quantize(m == "fp" ? fp : base, calib, m, o, bits, group, [&](const llm::Progress& p) {
           if (p.stage == "q,k,v" || p.stage == "rtn") {
             std::printf("  [%s %s] layer %d/%d %s  %.1f s\n", m.c_str(), setting.c_str(), p.layer,
                         p.layers, p.stage.c_str(), p.elapsed_s);

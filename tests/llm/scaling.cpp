@@ -290,7 +290,7 @@ TEST_CASE("faq_scale: K = 0 is the current statistic at the fixed r; FP-equivale
 
   const llm::Model faq = llm::faq_scale(fp, calib);  // the fixed defaults
   CHECK(faq.layers[0].q != k0.layers[0].q);           // the window changes the input groups' scales
-  CHECK(faq.layers[0].down.isApprox(llm::faq_scale(fp, st, {0, 0.5, 0.5}).layers[0].down));  // not down's
+  CHECK(faq.layers[0].down.isApprox(llm::faq_scale(fp, st, {0, 0.5, llm::FaqOptions{}.ratio}).layers[0].down));  // not down's
   CHECK(max_relative_difference(fp, faq, evals) <= 1e-5);
   CHECK(max_relative_difference(fp, k0, evals) <= 1e-5);
 
