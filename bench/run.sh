@@ -40,6 +40,8 @@ echo "== GPTQ: loaq's solve and the loaq-quantize CLI end to end vs the PyTorch 
 echo "   (float32, same layers, $threads thread(s); CLI time includes reading and writing files) =="
 if [ "$scalar" = double ]; then
   echo "skipped: the side-by-side compares the float solves"
+elif ! compgen -G "$layers/*.safetensors" >/dev/null; then
+  echo "skipped: no layer was exported (LOAQ_BENCH_ONLY without a GPTQ stage)"
 elif /usr/bin/python3 -c "import torch" 2>/dev/null; then
   OMP_NUM_THREADS=$threads /usr/bin/python3 "$src/bench/reference_gptq.py" --threads "$threads" \
     --cli "$cli" "$layers"/*.safetensors
