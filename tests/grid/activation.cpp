@@ -29,8 +29,9 @@ Spec spec_of(int bits, bool sym, double clip = 1.0, Index group = -1) {
 // Same shape and the same bits (−0 and +0 differ).
 template <class M>
 bool same_bits(const M& a, const M& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(*a.data()) * std::size_t(a.size())) == 0;
+  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
+  if (a.size() == 0) return true;  // memcmp on an empty matrix's null data is undefined
+  return std::memcmp(a.data(), b.data(), sizeof(*a.data()) * std::size_t(a.size())) == 0;
 }
 
 template <class S>
