@@ -17,16 +17,10 @@
 
 namespace llm = loaq::llm;
 using loaq_test::random_token_windows;
+using loaq_test::relative_difference;
 using loaq_test::tiny_model;
 
 namespace {
-
-// max |a − b| / max |a|: the logits' difference relative to their scale.
-double relative_difference(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
-  REQUIRE(a.rows() == b.rows());
-  REQUIRE(a.cols() == b.cols());
-  return double((a - b).cwiseAbs().maxCoeff()) / double(a.cwiseAbs().maxCoeff());
-}
 
 // The inputs every decoder linear reads in a forward pass of `m` over `window`.
 std::vector<Eigen::MatrixXf> linear_inputs(const llm::Model& m, const std::vector<int>& window) {

@@ -20,15 +20,10 @@
 namespace llm = loaq::llm;
 using llm::ScaleGroup;
 using loaq_test::random_token_windows;
+using loaq_test::relative_difference;
 using loaq_test::tiny_model;
 
 namespace {
-
-double relative_difference(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
-  REQUIRE(a.rows() == b.rows());
-  REQUIRE(a.cols() == b.cols());
-  return double((a - b).cwiseAbs().maxCoeff()) / double(a.cwiseAbs().maxCoeff());
-}
 
 double max_relative_difference(const llm::Model& a, const llm::Model& b,
                                const std::vector<std::vector<int>>& wins) {

@@ -2,6 +2,8 @@
 // windows, for tests that need no download.
 #pragma once
 
+#include <doctest/doctest.h>
+
 #include <cmath>
 #include <random>
 #include <vector>
@@ -35,6 +37,13 @@ inline loaq::llm::Model tiny_model(unsigned seed) {
     m.layers.push_back(L);
   }
   return m;
+}
+
+// max |a − b| / max |a|: two models' logits compared relative to their scale.
+inline double relative_difference(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
+  REQUIRE(a.rows() == b.rows());
+  REQUIRE(a.cols() == b.cols());
+  return double((a - b).cwiseAbs().maxCoeff()) / double(a.cwiseAbs().maxCoeff());
 }
 
 inline std::vector<std::vector<int>> random_token_windows(int n, int L, unsigned seed) {
