@@ -12,6 +12,8 @@
 // instead of read without end) and every count, offset and size is checked against the bytes
 // actually present before anything is allocated or read, so a truncated, corrupt or lying file
 // throws format_error (never bad_alloc or length_error) and never reads out of bounds. Values are assembled byte by byte: no unaligned loads.
+//
+// GgufWriter (gguf_writer.hpp) writes such files from GgufValues built with the builders below.
 #pragma once
 
 #include <Eigen/Core>
@@ -158,7 +160,8 @@ class GgufValue {
     return v;
   }
 
-  // Builders (used by the reader and by writers in tests).
+  // Builders (used by the reader and by GgufWriter). `bits` are the value's little-endian
+  // bytes as stored in a file; only the low bytes of the type's width count.
   static GgufValue scalar_value(GgufValueType t, std::uint64_t bits) {
     GgufValue v;
     v.type_ = t;
@@ -168,14 +171,17 @@ class GgufValue {
       const auto b32 = std::uint32_t(bits);
       std::memcpy(&f, &b32, 4);
       v.f_ = f;
+      v.u_ = b32;  // the exact bits, so a writer reproduces them (a NaN payload included)
     } else if (t == GgufValueType::FLOAT64) {
       std::memcpy(&v.f_, &bits, 8);
+      v.u_ = bits;
     } else if (is_signed(t)) {
       // Sign-extend from the stored width.
       const unsigned shift = unsigned(64 - 8 * w);
       v.i_ = std::int64_t(bits << shift) >> shift;
     } else {
-      v.u_ = bits;
+      // Cut to the width, so the value is the one a file holds.
+      v.u_ = w < 8 ? bits & ((std::uint64_t(1) << (8 * w)) - 1) : bits;
     }
     return v;
   }
@@ -185,9 +191,85 @@ class GgufValue {
     v.str_ = std::move(s);
     return v;
   }
+  static GgufValue uint32(std::uint32_t x) { return scalar_value(GgufValueType::UINT32, x); }
+  static GgufValue int32(std::int32_t x) {
+    return scalar_value(GgufValueType::INT32, std::uint32_t(x));
+  }
+  static GgufValue uint64(std::uint64_t x) { return scalar_value(GgufValueType::UINT64, x); }
+  static GgufValue int64(std::int64_t x) {
+    return scalar_value(GgufValueType::INT64, std::uint64_t(x));
+  }
+  static GgufValue float32(float x) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &x, 4);
+    return scalar_value(GgufValueType::FLOAT32, bits);
+  }
+  static GgufValue float64(double x) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &x, 8);
+    return scalar_value(GgufValueType::FLOAT64, bits);
+  }
+  static GgufValue boolean(bool b) { return scalar_value(GgufValueType::BOOL, b ? 1 : 0); }
+  static GgufValue string(std::string s) { return string_value(std::move(s)); }
+  static GgufValue string_array(std::vector<std::string> strings) {
+    GgufValue v;
+    v.type_ = GgufValueType::ARRAY;
+    v.elem_ = GgufValueType::STRING;
+    v.count_ = strings.size();
+    v.strings_ = std::move(strings);
+    return v;
+  }
+  // An array whose elements all have type `elem`: numbers (or BOOL) built with the scalar
+  // builders, strings, or arrays (nested no deeper than kMaxArrayDepth levels in all). Anything
+  // else is a format_error, so every array value can be written and read back.
+  static GgufValue array_of(GgufValueType elem, const std::vector<GgufValue>& elements) {
+    if (std::uint32_t(elem) > std::uint32_t(GgufValueType::FLOAT64))
+      throw format_error("GGUF array: unknown element type " + std::to_string(std::uint32_t(elem)));
+    GgufValue v;
+    v.type_ = GgufValueType::ARRAY;
+    v.elem_ = elem;
+    v.count_ = elements.size();
+    const std::size_t w = gguf_scalar_size(elem);
+    if (w) v.raw_.reserve(elements.size() * w);
+    for (std::size_t i = 0; i < elements.size(); ++i) {
+      const GgufValue& e = elements[i];
+      if (e.type_ != elem)
+        throw format_error(std::string("GGUF array of ") + gguf_type_name(elem) + ": element " +
+                           std::to_string(i) + " has type " + gguf_type_name(e.type_));
+      if (w) {
+        // BOOL as 0/1, the only bytes a reader accepts.
+        const std::uint64_t bits = elem == GgufValueType::BOOL ? std::uint64_t(e.u_ != 0)
+                                                                 : e.scalar_bits();
+        for (std::size_t k = 0; k < w; ++k) v.raw_.push_back(std::uint8_t(bits >> (8 * k)));
+      } else if (elem == GgufValueType::STRING) {
+        v.strings_.push_back(e.str_);
+      } else {
+        if (1 + e.array_levels() > kMaxArrayDepth)
+          throw format_error("GGUF array: arrays nested deeper than " +
+                             std::to_string(kMaxArrayDepth) + " levels");
+        v.arrays_.push_back(e);
+      }
+    }
+    return v;
+  }
+
+  static constexpr int kMaxArrayDepth = 4;  // nested arrays: allowed by the spec, rare
 
  private:
   friend class GgufReader;
+  friend class GgufWriter;
+
+  // A scalar's bytes as a file stores them (low gguf_scalar_size bytes).
+  std::uint64_t scalar_bits() const {
+    if (type_ == GgufValueType::FLOAT32 || type_ == GgufValueType::FLOAT64) return u_;
+    return is_signed(type_) ? std::uint64_t(i_) : u_;
+  }
+  // 1 for an array of scalars or strings, 1 + the deepest element for an array of arrays.
+  int array_levels() const {
+    int deepest = 0;
+    for (const GgufValue& a : arrays_) deepest = std::max(deepest, a.array_levels());
+    return 1 + deepest;
+  }
 
   static bool is_signed(GgufValueType t) {
     return t == GgufValueType::INT8 || t == GgufValueType::INT16 || t == GgufValueType::INT32 ||
@@ -380,7 +462,7 @@ class GgufReader {
 
  private:
   static constexpr std::size_t kMaxDims = 4;     // GGML_MAX_DIMS
-  static constexpr int kMaxArrayDepth = 4;       // nested arrays: allowed by the spec, rare
+  static constexpr int kMaxArrayDepth = GgufValue::kMaxArrayDepth;
   static constexpr std::size_t kDefaultAlignment = 32;
 
   // Bounds-checked little-endian cursor over the header.
