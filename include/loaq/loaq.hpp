@@ -6,6 +6,7 @@
 #include "status.hpp"
 #include "grid/uniform.hpp"
 #include "grid/codebook.hpp"
+#include "grid/ggml.hpp"
 #include "grid/params.hpp"
 #include "grid/activation.hpp"
 #include "stats/accumulator.hpp"

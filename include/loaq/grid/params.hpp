@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../config.hpp"
@@ -25,6 +26,15 @@ template <class Scalar>
 struct RowParams {
   Vector<Scalar> scale, zero;
 };
+
+// Grids whose `zero` is an offset in value units (x̂ = s·code + zero, e.g. GgmlQ4_1Grid) declare
+// `static constexpr bool zero_is_offset = true`: such a zero scales with its row like the scale.
+// Every other grid's zero is in code units.
+template <class Grid, class = void>
+struct zero_is_offset : std::false_type {};
+template <class Grid>
+struct zero_is_offset<Grid, std::void_t<decltype(Grid::zero_is_offset)>>
+    : std::integral_constant<bool, Grid::zero_is_offset> {};
 
 // x̂ = quantize(x) with the grid and one row's parameters.
 template <class Grid>

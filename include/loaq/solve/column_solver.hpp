@@ -219,7 +219,7 @@ Report solve_columns(const Eigen::MatrixBase<Derived>& W_in,
       }
   }
 
-  if (auto r = rows_scale.restore(out); !r.ok()) {
+  if (auto r = rows_scale.restore(out, zero_is_offset<Grid>::value); !r.ok()) {
     out = QuantizedWeight<Scalar>{};
     return r;
   }

@@ -61,15 +61,18 @@ class RowScaling {
     return out;
   }
 
-  // Weights and scales back to the original scale (zeros are in code units and do not change);
-  // fails, naming the row, if a result does not fit Scalar.
-  Report restore(QuantizedWeight<Scalar>& q) const {
+  // Weights and scales back to the original scale; zeros too when they are offsets in value
+  // units (grid zero_is_offset), code-unit zeros do not change. Fails, naming the row, if a
+  // result does not fit Scalar.
+  Report restore(QuantizedWeight<Scalar>& q, bool zeros_are_offsets = false) const {
     if (any_)
       for (Index r = 0; r < q.weight.rows(); ++r) {
         const int e = exponent(r);
         if (e == 0) continue;
         q.weight.row(r) = q.weight.row(r).unaryExpr([e](Scalar x) { return std::ldexp(x, e); });
         q.scales.row(r) = q.scales.row(r).unaryExpr([e](Scalar x) { return std::ldexp(x, e); });
+        if (zeros_are_offsets)
+          q.zeros.row(r) = q.zeros.row(r).unaryExpr([e](Scalar x) { return std::ldexp(x, e); });
       }
     for (Index r = 0; r < q.weight.rows(); ++r)
       if (!q.weight.row(r).allFinite() || !q.scales.row(r).allFinite())

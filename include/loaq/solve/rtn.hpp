@@ -43,7 +43,7 @@ Report rtn(const Eigen::MatrixBase<DW>& W, const Grid& grid, int group_size,
                             &out.weight(0, c), m);
     }
   }
-  if (auto r = rows_scale.restore(out); !r.ok()) {
+  if (auto r = rows_scale.restore(out, zero_is_offset<Grid>::value); !r.ok()) {
     out = QuantizedWeight<Scalar>{};
     return r;
   }
