@@ -26,7 +26,7 @@ echo "== fuzzing: each libFuzzer target for 20 s under ASan + UBSan (scripts/fuz
 JOBS=$jobs bash scripts/fuzz.sh 20
 
 echo "== C++20 compile of the umbrella header and the model module; the core includes no llm/ header"
-printf '#include <loaq/loaq.hpp>\n#include <loaq/io/safetensors.hpp>\n#include <loaq/io/gguf_writer.hpp>\n#include <loaq/llm/methods.hpp>\n#include <loaq/llm/perplexity.hpp>\n#include <loaq/llm/tokenizer.hpp>\n#include <loaq/llm/rotation.hpp>\n#include <loaq/llm/scaling.hpp>\nint main() { return 0; }\n' > build/cxx20.cpp
+printf '#include <loaq/loaq.hpp>\n#include <loaq/io/safetensors.hpp>\n#include <loaq/io/gguf_writer.hpp>\n#include <loaq/io/ggml_blocks.hpp>\n#include <loaq/llm/gguf_export.hpp>\n#include <loaq/llm/methods.hpp>\n#include <loaq/llm/perplexity.hpp>\n#include <loaq/llm/tokenizer.hpp>\n#include <loaq/llm/rotation.hpp>\n#include <loaq/llm/scaling.hpp>\nint main() { return 0; }\n' > build/cxx20.cpp
 if grep -rlE '#include.*llm/' include/loaq --include='*.hpp' | grep -v '^include/loaq/llm/'; then
   echo "test.sh: a core header includes the model module (arrows point down only)"; exit 1
 fi

@@ -81,6 +81,9 @@ struct SequentialOptions {
   // input with this spec, in calibration (x̂ of every method is the quantized input of the
   // quantized stream; x, the FP stream's, stays unquantized) and in the returned model.
   ActivationQuantSpec activations;
+  // Sees every solved linear (codes, scales, zeros, x̂) before its weight is replaced, e.g. to
+  // pack it for export (llm/gguf_export.hpp). Called from worker threads, one call per linear.
+  std::function<void(int layer, Linear, const QuantizedWeight<float>&)> on_solved;
 };
 
 // Runs f(UniformGrid<float, bits>(sym)) for a bit width known at run time (2..8).
@@ -119,9 +122,11 @@ class Stopwatch {
 }  // namespace detail
 
 // RTN baseline: every decoder linear rounded to the grid, group by group, no calibration.
+// `on_solved` as in SequentialOptions (called on this thread).
 template <class Grid>
 Model quantize_rtn(const Model& fp, const Grid& grid, int group_size, const ParamSearch& search = {},
-                   const std::function<void(const Progress&)>& progress = {}) {
+                   const std::function<void(const Progress&)>& progress = {},
+                   const std::function<void(int, Linear, const QuantizedWeight<float>&)>& on_solved = {}) {
   Model q = fp;
   const auto t0 = std::chrono::steady_clock::now();
   const int layers = int(fp.layers.size());
@@ -130,6 +135,7 @@ Model quantize_rtn(const Model& fp, const Grid& grid, int group_size, const Para
       Eigen::MatrixXf& W = q.layers[std::size_t(l)].weight(k);
       QuantizedWeight<float> out;
       detail::check(rtn(W, grid, group_size, search, out), "rtn");
+      if (on_solved) on_solved(l, k, out);
       W = out.weight;
     }
     if (progress)
@@ -214,6 +220,7 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
         QuantizedWeight<float> out;
         detail::check(method.solve(st, static_cast<const Eigen::MatrixXf&>(Wq), grid, options.solver, out),
                       "layer " + std::to_string(l) + " " + linear_name(ks[i]));
+        if (options.on_solved) options.on_solved(l, ks[i], out);
         Wq = out.weight;
       });
     };

@@ -1,0 +1,247 @@
+// GGUF export (llm/gguf_export.hpp): a model quantized on a llama.cpp block grid is written with
+// its linears in that format and everything else as in the source, reloads to the same weights
+// and logits bit for bit, records how it was made, and a model or packing that llama.cpp could
+// not reproduce is refused with the target file untouched.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <loaq/io/ggml_blocks.hpp>
+#include <loaq/io/gguf_writer.hpp>
+#include <loaq/llm/gguf_export.hpp>
+#include <loaq/llm/methods.hpp>
+#include <loaq/llm/sequential.hpp>
+
+#include "real_model.hpp"
+#include "tiny_model.hpp"
+
+namespace llm = loaq::llm;
+using loaq::io::GgufReader;
+using loaq::io::GgufValue;
+using loaq::io::GgufValueType;
+
+namespace {
+
+bool bit_equal(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())) == 0;
+}
+
+std::vector<std::uint8_t> f32(const Eigen::MatrixXf& M) {  // row-major, as a ggml tensor
+  llm::detail::RowMajorXf R = M;
+  std::vector<std::uint8_t> b(std::size_t(R.size()) * 4);
+  std::memcpy(b.data(), R.data(), b.size());
+  return b;
+}
+
+// The tiny model with blocks of 32 everywhere (d_ff 64), its embedding stored as Q8_0, written
+// as a "llama" GGUF the way llama.cpp's converter writes one (q/k rows interleaved per head).
+std::vector<std::uint8_t> tiny_source() {
+  llm::Model m = loaq_test::tiny_model(3);
+  std::mt19937 rng(4);
+  std::normal_distribution<float> g(0.f, 0.15f);
+  m.config.d_ff = 64;
+  for (auto& L : m.layers) {
+    L.gate = Eigen::MatrixXf::NullaryExpr(64, 32, [&] { return g(rng); });
+    L.up = Eigen::MatrixXf::NullaryExpr(64, 32, [&] { return g(rng); });
+    L.down = Eigen::MatrixXf::NullaryExpr(32, 64, [&] { return g(rng); });
+  }
+  const llm::Config& c = m.config;
+  loaq::io::GgufWriter w;
+  auto u32 = [](std::uint64_t v) { return GgufValue::scalar_value(GgufValueType::UINT32, v); };
+  auto f = [](float v) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    return GgufValue::scalar_value(GgufValueType::FLOAT32, bits);
+  };
+  w.set("general.architecture", GgufValue::string_value("llama"));
+  w.set("general.name", GgufValue::string_value("tiny"));
+  w.set("llama.block_count", u32(std::uint64_t(c.n_layers)));
+  w.set("llama.context_length", u32(std::uint64_t(c.context_length)));
+  w.set("llama.embedding_length", u32(std::uint64_t(c.d_model)));
+  w.set("llama.feed_forward_length", u32(std::uint64_t(c.d_ff)));
+  w.set("llama.attention.head_count", u32(std::uint64_t(c.n_heads)));
+  w.set("llama.attention.head_count_kv", u32(std::uint64_t(c.n_kv_heads)));
+  w.set("llama.rope.freq_base", f(10000.f));
+  w.set("llama.attention.layer_norm_rms_epsilon", f(1e-5f));
+  auto dims = [](const Eigen::MatrixXf& M) {
+    return std::vector<std::uint64_t>{std::uint64_t(M.cols()), std::uint64_t(M.rows())};
+  };
+  loaq::QuantizedWeight<float> e;
+  REQUIRE(loaq::rtn(m.embedding, loaq::GgmlQ8_0Grid<float>(), 32, {}, e).ok());
+  w.add_tensor("token_embd.weight", dims(m.embedding), loaq::io::ggml_type::Q8_0,
+               loaq::io::pack_ggml_blocks(loaq::GgmlQ8_0Grid<float>(), e));
+  w.add_tensor("output_norm.weight", {32}, loaq::io::ggml_type::F32, f32(m.output_norm.transpose()));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const llm::DecoderLayer& L = m.layers[std::size_t(l)];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    w.add_tensor(p + "attn_norm.weight", {32}, loaq::io::ggml_type::F32, f32(L.attn_norm.transpose()));
+    w.add_tensor(p + "ffn_norm.weight", {32}, loaq::io::ggml_type::F32, f32(L.ffn_norm.transpose()));
+    for (int k = 0; k < 7; ++k) {
+      const auto order = llm::file_row_order(c, llm::Linear(k));
+      const Eigen::MatrixXf& W = L.weight(llm::Linear(k));
+      const Eigen::MatrixXf file = order.empty() ? W : Eigen::MatrixXf(W(order, Eigen::all));
+      w.add_tensor(p + llm::gguf_linear_name(llm::Linear(k)) + ".weight", dims(W),
+                   loaq::io::ggml_type::F32, f32(file));
+    }
+  }
+  return w.bytes();
+}
+
+struct TempFile {
+  std::string path;
+  explicit TempFile(const std::string& name)
+      : path((std::filesystem::temp_directory_path() / (name + "." + std::to_string(::getpid()))).string()) {}
+  ~TempFile() { std::remove(path.c_str()); }
+  std::vector<char> bytes() const {
+    std::ifstream f(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+  }
+};
+
+// Every linear, norm and the embedding of `a` and `b` bit for bit.
+void check_same_weights(const llm::Model& a, const llm::Model& b) {
+  REQUIRE(a.layers.size() == b.layers.size());
+  CHECK(bit_equal(a.embedding, b.embedding));
+  CHECK(bit_equal(a.output_norm, b.output_norm));
+  for (std::size_t l = 0; l < a.layers.size(); ++l) {
+    for (int k = 0; k < 7; ++k) {
+      CAPTURE(l);
+      CAPTURE(k);
+      CHECK(bit_equal(a.layers[l].weight(llm::Linear(k)), b.layers[l].weight(llm::Linear(k))));
+    }
+    CHECK(bit_equal(a.layers[l].attn_norm, b.layers[l].attn_norm));
+    CHECK(bit_equal(a.layers[l].ffn_norm, b.layers[l].ffn_norm));
+  }
+}
+
+// RTN (or GPTQ) on a block grid, with every solved linear packed for the file.
+template <class Grid>
+llm::Model quantize_packed(const llm::Model& fp, const Grid& grid, bool gptq, llm::PackedLinears& packed) {
+  packed.assign(fp.layers.size(), {});
+  auto keep = [&](int l, llm::Linear k, const loaq::QuantizedWeight<float>& q) {
+    packed[std::size_t(l)][std::size_t(k)] = llm::pack_linear(fp.config, k, grid, q);
+  };
+  if (!gptq) return llm::quantize_rtn(fp, grid, 32, {}, {}, keep);
+  llm::SequentialOptions so;
+  so.solver.group_size = 32;
+  so.threads = 2;
+  so.on_solved = keep;
+  return llm::quantize_sequential(fp, loaq_test::random_token_windows(4, 16, 9), llm::Gptq{}, grid, so);
+}
+
+}  // namespace
+
+TEST_CASE("gguf export: block-quantized linears reload bit for bit, the rest as in the source") {
+  const GgufReader src(tiny_source(), "tiny.gguf");
+  const llm::Model fp = llm::Model::load(src);
+  const auto window = loaq_test::random_token_windows(1, 12, 5)[0];
+  auto run = [&](const auto& grid, bool gptq, std::uint32_t file_type, const char* name) {
+    CAPTURE(name);
+    CAPTURE(gptq);
+    using Grid = std::decay_t<decltype(grid)>;
+    llm::PackedLinears packed;
+    const llm::Model q = quantize_packed(fp, grid, gptq, packed);
+    TempFile out("loaq_export_test.gguf");
+    llm::GgufExportOptions opt;
+    opt.file_type = file_type;
+    opt.metadata = {{"loaq.quantization.method", GgufValue::string_value(gptq ? "gptq" : "rtn")}};
+    llm::export_gguf(src, q, packed, opt, out.path);
+
+    const GgufReader r(out.path);
+    CHECK(r.get_uint("general.file_type") == file_type);
+    CHECK(r.get_string("loaq.quantization.method") == (gptq ? "gptq" : "rtn"));
+    CHECK(r.get_string("general.name") == "tiny");  // the source's metadata
+    CHECK(r.tensor("token_embd.weight").type == loaq::io::ggml_type::Q8_0);  // unchanged: copied
+    CHECK(std::memcmp(r.raw(r.tensor("token_embd.weight")), src.raw(src.tensor("token_embd.weight")),
+                      src.tensor("token_embd.weight").n_bytes) == 0);
+    CHECK(r.tensor("blk.1.attn_norm.weight").type == loaq::io::ggml_type::F32);
+    for (int k = 0; k < 7; ++k)
+      CHECK(r.tensor("blk.0." + std::string(llm::gguf_linear_name(llm::Linear(k))) + ".weight").type ==
+            Grid::ggml_type);
+    const llm::Model back = llm::Model::load(r);
+    check_same_weights(q, back);
+    CHECK(bit_equal(q.forward(window), back.forward(window)));
+    // The quantization changed the model (the file is not the source's linears).
+    CHECK_FALSE(bit_equal(fp.layers[0].q, back.layers[0].q));
+  };
+  run(loaq::GgmlQ4_0Grid<float>(), false, 2, "Q4_0");
+  run(loaq::GgmlQ4_0Grid<float>(), true, 2, "Q4_0");
+  run(loaq::GgmlQ4_1Grid<float>(), true, 3, "Q4_1");
+  run(loaq::GgmlQ8_0Grid<float>(), true, 7, "Q8_0");
+}
+
+TEST_CASE("gguf export: all-F32 writes every tensor as F32 with the same values") {
+  const GgufReader src(tiny_source(), "tiny.gguf");
+  const llm::Model fp = llm::Model::load(src);
+  TempFile out("loaq_export_f32.gguf");
+  llm::GgufExportOptions opt;
+  opt.all_f32 = true;
+  llm::export_gguf(src, fp, {}, opt, out.path);
+  const GgufReader r(out.path);
+  for (const auto& t : r.tensors()) CHECK(t.type == loaq::io::ggml_type::F32);
+  CHECK(r.get_uint("general.file_type") == 0);
+  check_same_weights(fp, llm::Model::load(r));
+}
+
+TEST_CASE("gguf export: what llama.cpp cannot reproduce is refused and the file stays untouched") {
+  const GgufReader src(tiny_source(), "tiny.gguf");
+  const llm::Model fp = llm::Model::load(src);
+  TempFile out("loaq_export_refused.gguf");
+  { std::ofstream(out.path) << "previous contents"; }
+  const auto before = out.bytes();
+
+  llm::PackedLinears packed;
+  const llm::Model q = quantize_packed(fp, loaq::GgmlQ4_0Grid<float>(), false, packed);
+  llm::Model changed = q;  // a weight that is not what its packed blocks hold
+  changed.layers[1].down(3, 7) += 0.01f;
+  CHECK_THROWS_WITH_AS(llm::export_gguf(src, changed, packed, {}, out.path),
+                       doctest::Contains("blk.1.ffn_down.weight"), std::invalid_argument);
+  llm::Model wa = q;  // activations quantized: not a llama.cpp model
+  wa.config.act.bits = 4;
+  CHECK_THROWS_WITH_AS(llm::export_gguf(src, wa, packed, {}, out.path), doctest::Contains("activations"),
+                       std::invalid_argument);
+  llm::PackedLinears short_list(packed.begin(), packed.begin() + 1);
+  CHECK_THROWS_AS(llm::export_gguf(src, q, short_list, {}, out.path), std::invalid_argument);
+  CHECK(out.bytes() == before);
+  // A model changed without packing (e.g. scaled norms) is written as F32 where it differs.
+  llm::Model scaled = fp;
+  scaled.layers[0].attn_norm *= 2.f;
+  scaled.embedding(0, 0) += 1.f;
+  llm::export_gguf(src, scaled, {}, {}, out.path);
+  const GgufReader r(out.path);
+  CHECK(r.tensor("token_embd.weight").type == loaq::io::ggml_type::F32);
+  CHECK(r.tensor("blk.0.attn_norm.weight").type == loaq::io::ggml_type::F32);
+  check_same_weights(scaled, llm::Model::load(r));
+}
+
+TEST_CASE("gguf export: SmolLM2 in Q4_0 reloads to the solver's weights") {
+  if (loaq_test::skip_without_model()) return;
+  const GgufReader& src = loaq_test::real_model()->gguf;
+  const llm::Model& fp = loaq_test::real_model()->model;
+  llm::PackedLinears packed;
+  const llm::Model q = quantize_packed(fp, loaq::GgmlQ4_0Grid<float>(), false, packed);
+  TempFile out("loaq_export_smollm2.gguf");
+  llm::GgufExportOptions opt;
+  opt.file_type = 2;
+  llm::export_gguf(src, q, packed, opt, out.path);
+  const GgufReader r(out.path);
+  check_same_weights(q, llm::Model::load(r));
+  // Q4_0 blocks (18 bytes per 32 weights) replace the source's Q4_1 (20 bytes): smaller by that.
+  std::uint64_t linear_elements = 0;
+  for (const auto& L : q.layers)
+    for (int k = 0; k < 7; ++k) linear_elements += std::uint64_t(L.weight(llm::Linear(k)).size());
+  const auto size_of = [](const GgufReader& g) {
+    std::uint64_t s = 0;
+    for (const auto& t : g.tensors()) s += t.n_bytes;
+    return s;
+  };
+  CHECK(size_of(src) - size_of(r) == linear_elements / 32 * 2);
+}
