@@ -6,8 +6,10 @@
 //               [--seq-len L] [--seed S] [--sym] [--act-order] [--alpha A] [--beta B]
 //               [--loaq-objective normalized|residual] [--table-out FILE]
 //               [--act-bits A] [--act-clip R] [--act-sym] [--act-group G] [--rotate none|hadamard]
-//               [--scales none|awq|faq]
+//               [--scales none|awq|faq] [--gguf-type q4_0|q4_1|q8_0|f32] [--export-gguf FILE]
+//               [--export-reference FILE]
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,9 +18,12 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <loaq/llm/decoder.hpp>
+#include <loaq/llm/gguf_export.hpp>
 #include <loaq/llm/methods.hpp>
 #include <loaq/llm/perplexity.hpp>
 #include <loaq/llm/rotation.hpp>
@@ -48,6 +53,12 @@ struct Options {
   loaq::ActivationQuantSpec act;  // bits 16: weight-only
   std::string rotate;             // none | hadamard; empty: hadamard when activations are quantized
   std::string scales = "none";    // none | awq | faq: equivalent channel scaling before every method
+  // llama.cpp block format: q4_0 | q4_1 | q8_0 put every method on that format's grid (the
+  // setting follows: 4:32 or 8:32); f32 only names the format of an FP export. Empty: uniform.
+  std::string gguf_type;
+  std::string export_gguf;       // write the one quantized model (one method, one setting) here
+  std::string export_reference;  // and the same model with every tensor in F32 here
+  bool block_grid() const { return gguf_type == "q4_0" || gguf_type == "q4_1" || gguf_type == "q8_0"; }
 };
 
 [[noreturn]] void die(const std::string& msg, int code = 2) {
@@ -80,6 +91,7 @@ Options parse(int argc, char** argv) {
   o.calib_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/calib_1790_1981.txt";
   o.eval_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/eval_1982_2021.txt";
   std::string methods = "fp,rtn,gptq,gptaq,qep,loaq", settings = "3:128";
+  bool settings_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i];
     auto value = [&]() -> std::string {
@@ -96,11 +108,17 @@ Options parse(int argc, char** argv) {
           "  [--act-bits A (16 = weight-only)] [--act-clip R (0.9)] [--act-sym] [--act-group G (-1 per token)]\n"
           "  [--rotate none|hadamard (hadamard when A < 16)]\n"
           "  [--scales none|awq|faq (channel scales, after the rotation, before every method)]\n"
+          "  [--gguf-type q4_0|q4_1|q8_0 (llama.cpp's block grid for every method; sets the setting)|f32]\n"
+          "  [--export-gguf FILE (one method: the quantized model for llama.cpp; fp with f32: the FP model)]\n"
+          "  [--export-reference FILE (with --export-gguf: the same weights, every tensor F32)]\n"
           "Fetch the model first with scripts/fetch_model.sh (or pass --model / set LOAQ_MODEL).\n");
       std::exit(0);
     } else if (f == "--model") o.model = value();
     else if (f == "--methods") methods = value();
-    else if (f == "--settings") settings = value();
+    else if (f == "--settings") {
+      settings = value();
+      settings_given = true;
+    }
     else if (f == "--calib-text") o.calib_text = value();
     else if (f == "--eval-text") o.eval_text = value();
     else if (f == "--calib-windows") o.calib_windows = to_int(f, value());
@@ -127,7 +145,12 @@ Options parse(int argc, char** argv) {
     } else if (f == "--scales") {
       o.scales = value();
       if (o.scales != "none" && o.scales != "awq" && o.scales != "faq") die("--scales is none, awq or faq");
-    } else die("unknown option " + f + " (see --help)");
+    } else if (f == "--gguf-type") {
+      o.gguf_type = value();
+      if (!o.block_grid() && o.gguf_type != "f32") die("--gguf-type is q4_0, q4_1, q8_0 or f32");
+    } else if (f == "--export-gguf") o.export_gguf = value();
+    else if (f == "--export-reference") o.export_reference = value();
+    else die("unknown option " + f + " (see --help)");
   }
   for (const auto& m : split(methods, ',')) {
     if (std::find(std::begin(kMethods), std::end(kMethods), m) == std::end(kMethods))
@@ -142,6 +165,18 @@ Options parse(int argc, char** argv) {
     if (group == 0 || group < -1) die("group must be -1 or positive, got " + p[1]);
     o.settings.emplace_back(bits, group);
   }
+  if (o.block_grid()) {  // the format fixes bits and block
+    if (settings_given) die("--gguf-type " + o.gguf_type + " sets the setting; drop --settings");
+    o.settings = {{o.gguf_type == "q8_0" ? 8 : 4, 32}};
+  }
+  if (!o.export_gguf.empty()) {
+    if (o.gguf_type.empty()) die("--export-gguf needs --gguf-type");
+    if (o.methods.size() != 1 || o.settings.size() != 1) die("--export-gguf writes one model: give one method");
+    if ((o.methods[0] == "fp") != (o.gguf_type == "f32"))
+      die("--export-gguf: the fp model is written as f32, a quantized one as q4_0, q4_1 or q8_0");
+  }
+  if (!o.export_reference.empty() && o.export_gguf.empty()) die("--export-reference needs --export-gguf");
+  if (o.gguf_type == "f32" && o.export_gguf.empty()) die("--gguf-type f32 only names an FP export's format");
   if (o.methods.empty() || o.settings.empty()) die("nothing to run");
   if (o.seq_len < 2 || o.calib_windows < 1 || o.eval_windows == 0 || o.eval_windows < -1)
     die("--seq-len ≥ 2, --calib-windows ≥ 1, --eval-windows ≥ 1 or -1");
@@ -160,14 +195,33 @@ std::string read_text(const std::string& path) {
 }
 
 std::string label(const Options& o, int bits, int group) {
-  std::string s = "W" + std::to_string(bits);
-  if (o.act.enabled()) s += "A" + std::to_string(o.act.bits);
-  s += group > 0 ? " g" + std::to_string(group) : " per-row";
-  if (o.sym) s += " sym";
+  std::string s;
+  if (o.block_grid()) {
+    for (char c : o.gguf_type) s += char(std::toupper(static_cast<unsigned char>(c)));
+  } else {
+    s = "W" + std::to_string(bits);
+    if (o.act.enabled()) s += "A" + std::to_string(o.act.bits);
+    s += group > 0 ? " g" + std::to_string(group) : " per-row";
+    if (o.sym) s += " sym";
+  }
   if (o.act_order) s += " act";
   if (o.rotate == "hadamard") s += " rot";
   if (o.scales != "none") s += " " + o.scales;
   return s;
+}
+
+template <class G, class = void>
+struct is_ggml_grid : std::false_type {};
+template <class G>
+struct is_ggml_grid<G, std::void_t<decltype(G::ggml_type)>> : std::true_type {};
+
+// Runs f(grid): the llama.cpp block grid of --gguf-type, else the uniform grid of the setting.
+template <class F>
+void with_grid(const Options& o, int bits, F&& f) {
+  if (o.gguf_type == "q4_0") return f(loaq::GgmlQ4_0Grid<float>());
+  if (o.gguf_type == "q4_1") return f(loaq::GgmlQ4_1Grid<float>());
+  if (o.gguf_type == "q8_0") return f(loaq::GgmlQ8_0Grid<float>());
+  llm::with_uniform_grid(bits, o.sym, std::forward<F>(f));
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -177,13 +231,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // Quantizes `fp` with one method: the name picks a policy type, the pipeline does the rest.
 llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& calib,
                     const std::string& m, const Options& o, int bits, int group,
-                    const std::function<void(const llm::Progress&)>& progress, llm::SequentialTimes& times) {
+                    const std::function<void(const llm::Progress&)>& progress, llm::SequentialTimes& times,
+                    llm::PackedLinears* packed = nullptr) {
   if (m == "fp") return fp;
   auto alpha = [&](double def) { return o.alpha >= 0 ? o.alpha : def; };
   llm::SequentialOptions so;
   so.solver.block_size = 128;
   so.solver.group_size = group;
   so.solver.act_order = o.act_order;
+  so.solver.static_groups = o.act_order && o.block_grid();  // blocks are groups in column order
   so.solver.damping.percdamp = 0.01;
   // The precise path (factor, LoaQ targets and GPTAQ's P in double): the solves are a small part
   // of this program's time, and the README's tables were measured with it.
@@ -192,10 +248,21 @@ llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& c
   so.threads = o.threads;
   so.activations = o.act;
   llm::Model q;
-  llm::with_uniform_grid(bits, o.sym, [&](const auto& grid) {
+  with_grid(o, bits, [&](const auto& grid) {
+    using Grid = std::decay_t<decltype(grid)>;
+    std::function<void(int, llm::Linear, const loaq::QuantizedWeight<float>&)> on_solved;
+    if constexpr (is_ggml_grid<Grid>::value) {
+      if (packed) {
+        packed->assign(fp.layers.size(), {});
+        on_solved = [&, packed](int l, llm::Linear k, const loaq::QuantizedWeight<float>& qw) {
+          (*packed)[std::size_t(l)][std::size_t(k)] = llm::pack_linear(fp.config, k, grid, qw);
+        };
+      }
+    }
+    so.on_solved = on_solved;
     const auto t0 = std::chrono::steady_clock::now();
     if (m == "rtn") {
-      q = llm::quantize_rtn(fp, grid, group, loaq::ParamSearch{}, progress);
+      q = llm::quantize_rtn(fp, grid, group, loaq::ParamSearch{}, progress, on_solved);
       q.config.act = o.act;
       times.solve_s += seconds_since(t0);
     } else if (m == "gptq") q = llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, so, &times);
@@ -209,6 +276,46 @@ llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& c
   return q;
 }
 
+
+std::string file_name(const std::string& path) { return path.substr(path.find_last_of('/') + 1); }
+
+// --export-gguf (and --export-reference): the model just evaluated, with a record of how it was
+// made; llama.cpp's ftype: 0 all F32, 2 Q4_0, 3 Q4_1, 7 Q8_0.
+void export_model(const loaq::io::GgufReader& source, const llm::Model& q, const llm::PackedLinears& packed,
+                  const Options& o, const std::string& method, const std::string& setting, double ppl) {
+  using loaq::io::GgufValue;
+  const auto t0 = std::chrono::steady_clock::now();
+  llm::GgufExportOptions eo;
+  eo.file_type = o.gguf_type == "q4_0" ? 2 : o.gguf_type == "q4_1" ? 3 : o.gguf_type == "q8_0" ? 7 : 0;
+  eo.all_f32 = o.gguf_type == "f32";
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%d windows x %d tokens of %s, seed %u", o.calib_windows, o.seq_len,
+                file_name(o.calib_text).c_str(), o.seed);
+  std::string how = method == "fp" ? "none" : buf;
+  std::snprintf(buf, sizeof buf, "%.3f on %d windows x %d tokens of %s", ppl, o.eval_windows, o.seq_len,
+                file_name(o.eval_text).c_str());
+  auto text = [](const std::string& v) { return GgufValue::string_value(v); };
+  eo.metadata = {{"loaq.version", text(std::to_string(LOAQ_VERSION_MAJOR) + "." + std::to_string(LOAQ_VERSION_MINOR) +
+                                       "." + std::to_string(LOAQ_VERSION_PATCH))},
+                 {"loaq.quantization.method", text(method)},
+                 {"loaq.quantization.format", text(setting == "-" ? "F32" : setting)},
+                 {"loaq.quantization.calibration", text(how)},
+                 {"loaq.quantization.perplexity", text(buf)}};
+  if (method != "fp" && method != "rtn") {
+    std::snprintf(buf, sizeof buf, "alpha %g, beta %g (negative alpha: the method's default), act-order %s, "
+                  "scales %s, percdamp 0.01, block 128", o.alpha, o.beta, o.act_order ? "on" : "off", o.scales.c_str());
+    eo.metadata.emplace_back("loaq.quantization.options", text(buf));
+  }
+  llm::export_gguf(source, q, packed, eo, o.export_gguf);
+  std::printf("wrote %s (%s, %.1f s)\n", o.export_gguf.c_str(), o.gguf_type.c_str(), seconds_since(t0));
+  if (!o.export_reference.empty()) {
+    eo.all_f32 = true;
+    eo.file_type = 0;
+    llm::export_gguf(source, q, {}, eo, o.export_reference);
+    std::printf("wrote %s (every tensor F32)\n", o.export_reference.c_str());
+  }
+  std::fflush(stdout);
+}
 
 }  // namespace
 
@@ -262,7 +369,7 @@ int main(int argc, char** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         if (o.scales == "faq") scaled = llm::faq_scale(fp, faq_stats);
         else
-          llm::with_uniform_grid(bits, o.sym, [&](const auto& grid) {
+          with_grid(o, bits, [&](const auto& grid) {
             llm::AwqOptions ao;
             ao.threads = o.threads;
             scaled = llm::awq_scale(fp, calib, grid, group, ao);
@@ -277,13 +384,14 @@ int main(int argc, char** argv) {
         const std::string setting = m == "fp" ? (o.rotate == "hadamard" ? "rot" : "-") : label(o, bits, group);
         const auto t0 = std::chrono::steady_clock::now();
         llm::SequentialTimes split;
+        llm::PackedLinears packed;
         const llm::Model q = quantize(m == "fp" ? fp : base, calib, m, o, bits, group, [&](const llm::Progress& p) {
           if (p.stage == "q,k,v" || p.stage == "rtn") {
             std::printf("  [%s %s] layer %d/%d %s  %.1f s\n", m.c_str(), setting.c_str(), p.layer,
                         p.layers, p.stage.c_str(), p.elapsed_s);
             std::fflush(stdout);
           }
-        }, split);
+        }, split, o.export_gguf.empty() ? nullptr : &packed);
         const double quant_s = seconds_since(t0);
         const auto ppl = llm::perplexity(q, evals, o.threads);
         const double eval_s = seconds_since(t0) - quant_s;
@@ -292,6 +400,7 @@ int main(int argc, char** argv) {
                     ppl.ppl, quant_s, eval_s);
         std::fflush(stdout);
         rows.push_back({m, setting, ppl.ppl, quant_s, eval_s, split});
+        if (!o.export_gguf.empty()) export_model(gguf, q, packed, o, m, setting, ppl.ppl);
       }
     }
     std::ostringstream table;
