@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# loaq's GGUF exports against llama.cpp's own quantizer, every perplexity computed by llama.cpp
+# (README "Deployable output: GGUF for llama.cpp").
+#
+#   bash scripts/llama_cpp_table.sh [--windows 32] [--calib-windows 32] [--threads 2] [--quick]
+#
+# 1. A venv with gguf, llama-cpp-python (builds llama.cpp from source once, ~15 min on 2 cores)
+#    and numpy, cached in $LOAQ_LLAMA_VENV (default ~/.cache/loaq/llama-venv).
+# 2. loaq-ppl-table writes the FP model as F32 GGUF, and GPTQ, LoaQ (and RTN) in Q4_0, Q4_1 and
+#    Q8_0, each with an all-F32 copy of the solver's weights; gguf-py checks that its own
+#    dequantization of every tensor equals those weights bit for bit.
+# 3. llama.cpp quantizes the F32 file itself (llama_model_quantize, pure, embeddings kept Q8_0 as
+#    in every loaq export), the RTN baseline in each format.
+# 4. llama.cpp computes the perplexity of every file on the evaluation windows, fed loaq's token
+#    ids; loaq's own forward on the same file is printed beside it.
+# Files go to $LOAQ_GGUF_OUT (default build/gguf); the table to $LOAQ_GGUF_OUT/table.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+windows=32 calib=32 threads=2 quick=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --windows) windows=$2; shift 2 ;;
+    --calib-windows) calib=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --quick) quick=1; shift ;;  # Q4_0 only, RTN and GPTQ: a smoke run
+    *) echo "llama_cpp_table.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+venv=${LOAQ_LLAMA_VENV:-$HOME/.cache/loaq/llama-venv}
+if ! "$venv/bin/python" -c "import gguf, llama_cpp, numpy" 2>/dev/null; then
+  echo "== installing gguf and llama-cpp-python into $venv (builds llama.cpp once)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q numpy gguf
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF" \
+    "$venv/bin/pip" install -q llama-cpp-python
+fi
+py="$venv/bin/python"
+check="$py scripts/llama_cpp_check.py"
+
+build=build/release
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+cmake --build "$build" -j"$(nproc)" --target loaq-ppl-table loaq-tokenize >/dev/null
+table_bin=$build/examples/ppl_table/loaq-ppl-table
+model=$(bash scripts/fetch_model.sh)
+out=${LOAQ_GGUF_OUT:-build/gguf}
+mkdir -p "$out"
+eval_text=data/sotu/eval_1982_2021.txt
+"$build/examples/llm_tools/loaq-tokenize" --model "$model" --text "$eval_text" --no-special \
+  --out "$out/eval_ids.txt" >/dev/null
+
+common=(--model "$model" --eval-windows "$windows" --calib-windows "$calib" --threads "$threads")
+echo "== FP model as F32 GGUF"
+"$table_bin" "${common[@]}" --methods fp --gguf-type f32 --export-gguf "$out/fp-f32.gguf" | grep -E "^fp |wrote"
+
+types=(q4_0 q4_1 q8_0) methods=(rtn gptq loaq)
+[[ $quick == 1 ]] && types=(q4_0) methods=(rtn gptq)
+files=("$out/fp-f32.gguf")
+for type in "${types[@]}"; do
+  echo "== llama.cpp's quantizer: $type"
+  $check quantize "$out/fp-f32.gguf" "$out/llama-$type.gguf" --type "$type" --embedding-type q8_0 --threads "$threads"
+  files+=("$out/llama-$type.gguf")
+  for m in "${methods[@]}"; do
+    [[ $type == q8_0 && $m == loaq ]] && continue  # Q8_0 is the sanity row
+    echo "== loaq $m: $type"
+    "$table_bin" "${common[@]}" --methods "$m" --gguf-type "$type" --export-gguf "$out/loaq-$m-$type.gguf" \
+      --export-reference "$out/loaq-$m-$type.f32.gguf" | grep -E "^$m |wrote"
+    $check same-weights "$out/loaq-$m-$type.gguf" "$out/loaq-$m-$type.f32.gguf"
+    rm -f "$out/loaq-$m-$type.f32.gguf"
+    files+=("$out/loaq-$m-$type.gguf")
+  done
+done
+
+echo "== perplexity of every file: llama.cpp, and loaq's forward on the same file"
+{
+  echo "| file | size (bytes) | llama.cpp perplexity | loaq forward perplexity | difference |"
+  echo "|---|---|---|---|---|"
+  for f in "${files[@]}"; do
+    lp=$($check perplexity "$f" --tokens "$out/eval_ids.txt" --windows "$windows" --threads "$threads" |
+         sed -E 's/^llama.cpp perplexity ([0-9.]+).*/\1/')
+    op=$("$table_bin" --model "$f" --methods fp --eval-windows "$windows" --calib-windows 1 --threads "$threads" |
+         sed -nE 's/^fp +- +ppl ([0-9.]+).*/\1/p')
+    size=$(stat -c %s "$f")
+    diff=$("$py" -c "print(f'{abs($lp - $op) / $op * 100:.2f}%')")
+    echo "| $(basename "$f") | $size | $lp | $op | $diff |"
+  done
+} | tee "$out/table.md"
