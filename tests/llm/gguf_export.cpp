@@ -245,3 +245,23 @@ TEST_CASE("gguf export: SmolLM2 in Q4_0 reloads to the solver's weights") {
   };
   CHECK(size_of(src) - size_of(r) == linear_elements / 32 * 2);
 }
+
+TEST_CASE("gguf export: RTN in Q4_1 of SmolLM2 (a Q4_1 file made by llama.cpp) gives back its bytes") {
+  // The source's linears are llama.cpp Q4_1 blocks, so the FP model holds exactly their values:
+  // fitting d = fp16((max − min)/15), m = fp16(min) and rounding again must find the same blocks.
+  if (loaq_test::skip_without_model()) return;
+  const GgufReader& src = loaq_test::real_model()->gguf;
+  llm::PackedLinears packed;
+  const llm::Model q = quantize_packed(loaq_test::real_model()->model, loaq::GgmlQ4_1Grid<float>(), false, packed);
+  TempFile out("loaq_export_smollm2_q4_1.gguf");
+  llm::GgufExportOptions opt;
+  opt.file_type = 3;
+  llm::export_gguf(src, q, packed, opt, out.path);
+  const GgufReader r(out.path);
+  int identical = 0;
+  for (const auto& t : src.tensors()) {
+    const auto& u = r.tensor(t.name);
+    identical += u.type == t.type && u.n_bytes == t.n_bytes && std::memcmp(r.raw(u), src.raw(t), t.n_bytes) == 0;
+  }
+  CHECK(identical == int(src.tensors().size()));
+}
