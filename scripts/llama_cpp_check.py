@@ -9,8 +9,9 @@ llama.cpp itself through llama-cpp-python. Needs `pip install gguf llama-cpp-pyt
   perplexity MODEL.gguf --tokens IDS.txt [--seq-len 256] [--windows 32] [--threads N]
       llama.cpp's logits on non-overlapping windows of the given token ids (no BOS added, as
       loaq's evaluation), ppl = exp(mean over windows of the window's mean next-token NLL).
-  quantize IN.gguf OUT.gguf --type q4_0|q4_1|q8_0 [--embedding-type q8_0] [--threads N]
-      llama.cpp's own quantizer (llama_model_quantize, pure: every linear in --type).
+  quantize IN.gguf OUT.gguf --type q4_0|q4_1|q8_0 [--embedding-type q8_0] [--imatrix F] [--threads N]
+      llama.cpp's own quantizer (llama_model_quantize, pure: every linear in --type), with an
+      importance matrix (loaq-imatrix: mean x² per input channel, one F32 vector per weight) if given.
 """
 import argparse
 import ctypes
@@ -81,10 +82,28 @@ def quantize(args):
     params.pure = True  # every linear in the one type (no k-quant mixture), as loaq's export
     if args.embedding_type:
         params.token_embedding_type = GGML_TYPES[args.embedding_type]
+    keep = []  # the imatrix arrays must outlive the call
+    if args.imatrix:
+        import gguf
+
+        entries = []
+        for t in gguf.GGUFReader(args.imatrix).tensors:
+            values = np.ascontiguousarray(t.data, dtype=np.float32)
+            keep.append(values)
+            entries.append((t.name.encode(), values))
+        table = (llama_cpp.llama_model_imatrix_data * (len(entries) + 1))()
+        for i, (name, values) in enumerate(entries):
+            table[i].name = name
+            table[i].data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            table[i].size = values.size
+        table[len(entries)].name = None  # terminator
+        params.imatrix = table
+        keep.append(table)
     rc = llama_cpp.llama_model_quantize(args.input.encode(), args.output.encode(), ctypes.byref(params))
     if rc != 0:
         sys.exit(f"quantize: llama_model_quantize returned {rc}")
-    print(f"llama.cpp quantized {args.input} -> {args.output} ({args.type})")
+    with_imatrix = f", importance matrix {args.imatrix}" if args.imatrix else ""
+    print(f"llama.cpp quantized {args.input} -> {args.output} ({args.type}{with_imatrix})")
 
 
 def main():
@@ -106,6 +125,7 @@ def main():
     s.add_argument("output")
     s.add_argument("--type", choices=sorted(LLAMA_FTYPES), required=True)
     s.add_argument("--embedding-type", choices=sorted(GGML_TYPES))
+    s.add_argument("--imatrix")
     s.add_argument("--threads", type=int, default=2)
     s.set_defaults(run=quantize)
     args = p.parse_args()

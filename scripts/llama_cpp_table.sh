@@ -2,7 +2,7 @@
 # loaq's GGUF exports against llama.cpp's own quantizer, every perplexity computed by llama.cpp
 # (README "Deployable output: GGUF for llama.cpp").
 #
-#   bash scripts/llama_cpp_table.sh [--windows 32] [--calib-windows 32] [--threads 2] [--quick]
+#   bash scripts/llama_cpp_table.sh [--windows 32] [--calib-windows 32] [--threads 2] [--quick] [--reuse]
 #
 # 1. A venv with gguf, llama-cpp-python (builds llama.cpp from source once, ~15 min on 2 cores)
 #    and numpy, cached in $LOAQ_LLAMA_VENV (default ~/.cache/loaq/llama-venv).
@@ -10,20 +10,23 @@
 #    Q8_0, each with an all-F32 copy of the solver's weights; gguf-py checks that its own
 #    dequantization of every tensor equals those weights bit for bit.
 # 3. llama.cpp quantizes the F32 file itself (llama_model_quantize, pure, embeddings kept Q8_0 as
-#    in every loaq export), the RTN baseline in each format.
+#    in every loaq export), the RTN baseline in each format: plain, and with an importance matrix
+#    (loaq-imatrix: mean x² per input channel on the same calibration windows), llama.cpp's
+#    calibrated mode.
 # 4. llama.cpp computes the perplexity of every file on the evaluation windows, fed loaq's token
 #    ids; loaq's own forward on the same file is printed beside it.
 # Files go to $LOAQ_GGUF_OUT (default build/gguf); the table to $LOAQ_GGUF_OUT/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-windows=32 calib=32 threads=2 quick=0
+windows=32 calib=32 threads=2 quick=0 reuse=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --windows) windows=$2; shift 2 ;;
     --calib-windows) calib=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --quick) quick=1; shift ;;  # Q4_0 only, RTN and GPTQ: a smoke run
+    --reuse) reuse=1; shift ;;  # keep quantized files already in the output folder
     *) echo "llama_cpp_table.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +44,7 @@ check="$py scripts/llama_cpp_check.py"
 
 build=build/release
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
-cmake --build "$build" -j"$(nproc)" --target loaq-ppl-table loaq-tokenize >/dev/null
+cmake --build "$build" -j"$(nproc)" --target loaq-ppl-table loaq-tokenize loaq-imatrix >/dev/null
 table_bin=$build/examples/ppl_table/loaq-ppl-table
 model=$(bash scripts/fetch_model.sh)
 out=${LOAQ_GGUF_OUT:-build/gguf}
@@ -51,24 +54,44 @@ eval_text=data/sotu/eval_1982_2021.txt
   --out "$out/eval_ids.txt" >/dev/null
 
 common=(--model "$model" --eval-windows "$windows" --calib-windows "$calib" --threads "$threads")
-echo "== FP model as F32 GGUF"
-"$table_bin" "${common[@]}" --methods fp --gguf-type f32 --export-gguf "$out/fp-f32.gguf" | grep -E "^fp |wrote"
+fresh() { [[ $reuse == 0 || ! -f $1 ]]; }
+if fresh "$out/fp-f32.gguf"; then
+  echo "== FP model as F32 GGUF"
+  "$table_bin" "${common[@]}" --methods fp --gguf-type f32 --export-gguf "$out/fp-f32.gguf" | grep -E "^fp |wrote"
+fi
+if fresh "$out/imatrix.gguf"; then
+  echo "== importance matrix from the calibration windows"
+  "$build/examples/llm_tools/loaq-imatrix" --model "$model" --calib-windows "$calib" --threads "$threads" --out "$out/imatrix.gguf"
+fi
 
-types=(q4_0 q4_1 q8_0) methods=(rtn gptq loaq)
-[[ $quick == 1 ]] && types=(q4_0) methods=(rtn gptq)
+types=(q4_0 q4_1 q8_0)
+[[ $quick == 1 ]] && types=(q4_0)
 files=("$out/fp-f32.gguf")
 for type in "${types[@]}"; do
-  echo "== llama.cpp's quantizer: $type"
-  $check quantize "$out/fp-f32.gguf" "$out/llama-$type.gguf" --type "$type" --embedding-type q8_0 --threads "$threads"
-  files+=("$out/llama-$type.gguf")
+  for imatrix in "" "$out/imatrix.gguf"; do
+    f=$out/llama${imatrix:+-imatrix}-$type.gguf
+    if fresh "$f"; then
+      echo "== llama.cpp's quantizer: $type${imatrix:+ with the importance matrix}"
+      $check quantize "$out/fp-f32.gguf" "$f" --type "$type" --embedding-type q8_0 --threads "$threads" ${imatrix:+--imatrix "$imatrix"}
+    fi
+    files+=("$f")
+  done
+  case $type in  # Q8_0 is the sanity row
+    q4_0) methods=(rtn gptq gptaq qep loaq) ;;
+    q4_1) methods=(rtn gptq loaq) ;;
+    *) methods=(rtn gptq) ;;
+  esac
+  [[ $quick == 1 ]] && methods=(rtn gptq)
   for m in "${methods[@]}"; do
-    [[ $type == q8_0 && $m == loaq ]] && continue  # Q8_0 is the sanity row
-    echo "== loaq $m: $type"
-    "$table_bin" "${common[@]}" --methods "$m" --gguf-type "$type" --export-gguf "$out/loaq-$m-$type.gguf" \
-      --export-reference "$out/loaq-$m-$type.f32.gguf" | grep -E "^$m |wrote"
-    $check same-weights "$out/loaq-$m-$type.gguf" "$out/loaq-$m-$type.f32.gguf"
-    rm -f "$out/loaq-$m-$type.f32.gguf"
-    files+=("$out/loaq-$m-$type.gguf")
+    f=$out/loaq-$m-$type.gguf
+    if fresh "$f"; then
+      echo "== loaq $m: $type"
+      "$table_bin" "${common[@]}" --methods "$m" --gguf-type "$type" --export-gguf "$f" \
+        --export-reference "$out/loaq-$m-$type.f32.gguf" | grep -E "^$m |wrote"
+      $check same-weights "$f" "$out/loaq-$m-$type.f32.gguf"
+      rm -f "$out/loaq-$m-$type.f32.gguf"
+    fi
+    files+=("$f")
   done
 done
 
