@@ -47,6 +47,7 @@ struct Options {
   int threads = loaq::llm::detail::hardware_threads();  // results do not depend on it
   unsigned seed = 0;
   bool sym = false, act_order = false;
+  bool mse = false;  // GPTQ's MSE shrink search for every group's parameters (RTN's too)
   double alpha = -1;            // < 0: the method's default (GPTAQ 0.25, QEP 0.5, LoaQ 1)
   double beta = 1;              // LoaQ residual-drift weight
   bool loaq_normalized = true;  // LoaQ output linears: normalized (true) or residual objective
@@ -103,7 +104,7 @@ Options parse(int argc, char** argv) {
           "usage: loaq-ppl-table [--model M.gguf] [--methods fp,rtn,gptq,gptaq,qep,loaq]\n"
           "  [--settings BITS:GROUP,...  (default 3:128; group -1 = per row)]\n"
           "  [--calib-text F] [--eval-text F] [--calib-windows N (32)] [--eval-windows E (32, -1 all)]\n"
-          "  [--seq-len L (256)] [--seed S (0)] [--sym] [--act-order] [--alpha A] [--beta B]\n"
+          "  [--seq-len L (256)] [--seed S (0)] [--sym] [--act-order] [--mse] [--alpha A] [--beta B]\n"
           "  [--loaq-objective normalized|residual] [--table-out FILE] [--threads N (all cores)]\n"
           "  [--act-bits A (16 = weight-only)] [--act-clip R (0.9)] [--act-sym] [--act-group G (-1 per token)]\n"
           "  [--rotate none|hadamard (hadamard when A < 16)]\n"
@@ -127,6 +128,7 @@ Options parse(int argc, char** argv) {
     else if (f == "--seed") o.seed = unsigned(to_int(f, value()));
     else if (f == "--sym") o.sym = true;
     else if (f == "--act-order") o.act_order = true;
+    else if (f == "--mse") o.mse = true;
     else if (f == "--alpha") o.alpha = std::atof(value().c_str());
     else if (f == "--beta") o.beta = std::atof(value().c_str());
     else if (f == "--loaq-objective") {
@@ -205,6 +207,7 @@ std::string label(const Options& o, int bits, int group) {
     if (o.sym) s += " sym";
   }
   if (o.act_order) s += " act";
+  if (o.mse) s += " mse";
   if (o.rotate == "hadamard") s += " rot";
   if (o.scales != "none") s += " " + o.scales;
   return s;
@@ -240,6 +243,7 @@ llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& c
   so.solver.group_size = group;
   so.solver.act_order = o.act_order;
   so.solver.static_groups = o.act_order && o.block_grid();  // blocks are groups in column order
+  so.solver.search.mse = o.mse;
   so.solver.damping.percdamp = 0.01;
   // The precise path (factor, LoaQ targets and GPTAQ's P in double): the solves are a small part
   // of this program's time, and the README's tables were measured with it.
@@ -262,7 +266,7 @@ llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& c
     so.on_solved = on_solved;
     const auto t0 = std::chrono::steady_clock::now();
     if (m == "rtn") {
-      q = llm::quantize_rtn(fp, grid, group, loaq::ParamSearch{}, progress, on_solved);
+      q = llm::quantize_rtn(fp, grid, group, so.solver.search, progress, on_solved);
       q.config.act = o.act;
       times.solve_s += seconds_since(t0);
     } else if (m == "gptq") q = llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, so, &times);
