@@ -64,6 +64,20 @@ if fresh "$out/imatrix.gguf"; then
   "$build/examples/llm_tools/loaq-imatrix" --model "$model" --calib-windows "$calib" --threads "$threads" --out "$out/imatrix.gguf"
 fi
 
+# export_loaq METHOD TYPE FILE [options]: one loaq export, checked by gguf-py against the solver's weights.
+export_loaq() {
+  local m=$1 type=$2 f=$3
+  shift 3
+  if fresh "$f"; then
+    echo "== loaq $m $*: $type"
+    "$table_bin" "${common[@]}" --methods "$m" --gguf-type "$type" "$@" --export-gguf "$f" \
+      --export-reference "${f%.gguf}.f32.gguf" | grep -E "^$m |wrote"
+    $check same-weights "$f" "${f%.gguf}.f32.gguf"
+    rm -f "${f%.gguf}.f32.gguf"
+  fi
+  files+=("$f")
+}
+
 types=(q4_0 q4_1 q8_0)
 [[ $quick == 1 ]] && types=(q4_0)
 files=("$out/fp-f32.gguf")
@@ -82,17 +96,11 @@ for type in "${types[@]}"; do
     *) methods=(rtn gptq) ;;
   esac
   [[ $quick == 1 ]] && methods=(rtn gptq)
-  for m in "${methods[@]}"; do
-    f=$out/loaq-$m-$type.gguf
-    if fresh "$f"; then
-      echo "== loaq $m: $type"
-      "$table_bin" "${common[@]}" --methods "$m" --gguf-type "$type" --export-gguf "$f" \
-        --export-reference "$out/loaq-$m-$type.f32.gguf" | grep -E "^$m |wrote"
-      $check same-weights "$f" "$out/loaq-$m-$type.f32.gguf"
-      rm -f "$out/loaq-$m-$type.f32.gguf"
-    fi
-    files+=("$f")
-  done
+  for m in "${methods[@]}"; do export_loaq "$m" "$type" "$out/loaq-$m-$type.gguf"; done
+  # LoaQ with the options chosen on held-out calibration text (README: act-order and MSE search).
+  if [[ $type == q4_0 && $quick == 0 ]]; then
+    export_loaq loaq q4_0 "$out/loaq-loaq-act-mse-q4_0.gguf" --act-order --mse
+  fi
 done
 
 echo "== perplexity of every file: llama.cpp, and loaq's forward on the same file"
