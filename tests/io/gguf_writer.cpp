@@ -21,6 +21,7 @@
 #include <loaq/io/gguf_writer.hpp>
 
 #include "../llm/real_model.hpp"
+#include "../temp_dir.hpp"
 
 using loaq::io::format_error;
 using loaq::io::GgufReader;
@@ -34,27 +35,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh empty folder under the system's temporary folder, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("loaq_gguf_writer_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-  std::vector<std::string> names() const {
-    std::vector<std::string> v;
-    for (const auto& e : fs::directory_iterator(path)) v.push_back(e.path().filename().string());
-    std::sort(v.begin(), v.end());
-    return v;
-  }
+// Temporary folders: tests/temp_dir.hpp.
+struct TempDir : loaq_test::TempDir {
+  TempDir() : loaq_test::TempDir("loaq_gguf_writer_test") {}
 };
 
 Bytes get_file(const std::string& path) {

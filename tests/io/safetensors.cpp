@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "../support.hpp"
+#include "../temp_dir.hpp"
 
 using loaq::io::DType;
 using loaq::io::SafetensorsReader;
@@ -68,27 +69,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh empty folder under the system's temporary folder, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("loaq_io_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-  std::vector<std::string> names() const {
-    std::vector<std::string> v;
-    for (const auto& e : fs::directory_iterator(path)) v.push_back(e.path().filename().string());
-    std::sort(v.begin(), v.end());
-    return v;
-  }
+// Temporary folders: tests/temp_dir.hpp.
+struct TempDir : loaq_test::TempDir {
+  TempDir() : loaq_test::TempDir("loaq_io_test") {}
 };
 
 void put_file(const std::string& path, const std::vector<char>& b) {

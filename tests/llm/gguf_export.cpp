@@ -21,6 +21,7 @@
 
 #include "real_model.hpp"
 #include "tiny_model.hpp"
+#include "../temp_dir.hpp"
 
 namespace llm = loaq::llm;
 using loaq::io::GgufReader;
@@ -95,15 +96,12 @@ std::vector<std::uint8_t> tiny_source() {
   return w.bytes();
 }
 
+// One temporary file in its own folder (tests/temp_dir.hpp), removed at scope exit.
 struct TempFile {
+  loaq_test::TempDir dir{"loaq_export_test"};
   std::string path;
-  explicit TempFile(const std::string& name)
-      : path((std::filesystem::temp_directory_path() / (name + "." + std::to_string(::getpid()))).string()) {}
-  ~TempFile() { std::remove(path.c_str()); }
-  std::vector<char> bytes() const {
-    std::ifstream f(path, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-  }
+  explicit TempFile(const std::string& name) : path(dir / name) {}
+  std::vector<char> bytes() const { return loaq_test::file_bytes(path); }
 };
 
 // Every linear, norm and the embedding of `a` and `b` bit for bit.
