@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -48,37 +49,46 @@ bool is(const Array& a) {
 
 // A 2-D array as a column-major matrix; with tokens_as_columns a [T, n] array is seen as n × T.
 // Column-major layouts (unit step down a column) are mapped in place; anything else (C order,
-// arbitrary strides) is gathered into `copy` in cache-sized tiles first.
-// Scratch for a gathered copy: 2 MiB-aligned and advised for transparent huge pages, so a large
-// weight costs a few hundred page faults instead of one per 4 KiB (a visible part of the copy).
-struct FreeDeleter {
-  void operator()(void* p) const noexcept { std::free(p); }
-};
-template <class S>
-S* scratch(size_t count, std::unique_ptr<void, FreeDeleter>& owner) {
-  const size_t bytes = count * sizeof(S);
-  constexpr size_t huge = size_t(2) << 20;
-  void* p = nullptr;
-  if (bytes >= huge) {
-    p = std::aligned_alloc(huge, (bytes + huge - 1) / huge * huge);
-#ifdef MADV_HUGEPAGE
-    if (p) madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
-#endif
-  }
-  if (!p) p = std::malloc(std::max<size_t>(bytes, 1));
-  if (!p) throw std::bad_alloc();
-  owner.reset(p);
-  return static_cast<S*>(p);
-}
-
+// arbitrary strides) is gathered into `copy` in cache-sized tiles first. A gathered weight is
+// handed to GPTQ and GPTAQ as their working matrix (Request::W_owned), so C order costs no more
+// copies than F order.
 template <class S>
 struct Mapped {
-  std::unique_ptr<void, FreeDeleter> owner;
-  Eigen::Map<loaq::Matrix<S>> copy{nullptr, 0, 0};
+  loaq::Matrix<S> copy;  // empty unless the layout needed a copy
   std::optional<View<S>> view;
   const View<S>& operator*() const { return *view; }
   const View<S>* get() const { return &*view; }
 };
+
+// Asks for transparent huge pages on a fresh, untouched allocation, so a large copy costs a few
+// hundred page faults instead of one per 4 KiB (a visible part of the copy).
+void advise_huge_pages(void* data, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t huge = uintptr_t(2) << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + huge - 1) / huge * huge;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / huge * huge;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data, (void)bytes;
+#endif
+}
+
+// copy = the row-major rows × cols matrix at data (row stride rs): 8 × 8 register tiles, which
+// Eigen transposes in registers, walked in 256 × 256 blocks that stay in L2.
+template <class S>
+void transpose_rows(const S* data, Index rows, Index cols, Index rs, loaq::Matrix<S>& copy) {
+  constexpr Index B = 8, T = 256;
+  using Tile = Eigen::Matrix<S, B, B, Eigen::RowMajor>;
+  const Index rb = rows / B * B, cb = cols / B * B;
+  for (Index J = 0; J < cb; J += T)
+    for (Index I = 0; I < rb; I += T)
+      for (Index j0 = J; j0 < std::min(cb, J + T); j0 += B)
+        for (Index i0 = I; i0 < std::min(rb, I + T); i0 += B)
+          copy.template block<B, B>(i0, j0) =
+              Eigen::Map<const Tile, 0, Eigen::OuterStride<>>(data + i0 * rs + j0, Eigen::OuterStride<>(rs));
+  for (Index j = 0; j < cols; ++j)
+    for (Index i = (j < cb ? rb : 0); i < rows; ++i) copy(i, j) = data[i * rs + j];
+}
 
 template <class S>
 void map_matrix(const Array& a, const char* name, Mapped<S>& out, bool tokens_as_columns = false) {
@@ -94,27 +104,19 @@ void map_matrix(const Array& a, const char* name, Mapped<S>& out, bool tokens_as
     out.view.emplace(data, rows, cols, Eigen::OuterStride<>(cs));
     return;
   }
-  new (&out.copy) Eigen::Map<loaq::Matrix<S>>(scratch<S>(size_t(rows * cols), out.owner), rows, cols);
-  if (cs == 1 && rs >= cols) {  // C order: fixed 8 × 8 tiles, which Eigen transposes in registers
-    constexpr Index B = 8;
-    using Tile = Eigen::Matrix<S, B, B, Eigen::RowMajor>;
-    const Index rb = rows / B * B, cb = cols / B * B;
-    for (Index j0 = 0; j0 < cb; j0 += B)
-      for (Index i0 = 0; i0 < rb; i0 += B)
-        out.copy.template block<B, B>(i0, j0) =
-            Eigen::Map<const Tile, 0, Eigen::OuterStride<>>(data + i0 * rs + j0, Eigen::OuterStride<>(rs));
-    for (Index j = 0; j < cols; ++j)
-      for (Index i = (j < cb ? rb : 0); i < rows; ++i) out.copy(i, j) = data[i * rs + j];
-    out.view.emplace(out.copy.data(), rows, cols, Eigen::OuterStride<>(rows));
-    return;
+  out.copy.resize(rows, cols);
+  advise_huge_pages(out.copy.data(), size_t(out.copy.size()) * sizeof(S));
+  if (cs == 1 && rs >= cols) {  // C order
+    transpose_rows(data, rows, cols, rs, out.copy);
+  } else {
+    constexpr Index tile = 64;
+    for (Index j0 = 0; j0 < cols; j0 += tile)
+      for (Index i0 = 0; i0 < rows; i0 += tile) {
+        const Index j1 = std::min(cols, j0 + tile), i1 = std::min(rows, i0 + tile);
+        for (Index j = j0; j < j1; ++j)
+          for (Index i = i0; i < i1; ++i) out.copy(i, j) = data[i * rs + j * cs];
+      }
   }
-  constexpr Index tile = 64;
-  for (Index j0 = 0; j0 < cols; j0 += tile)
-    for (Index i0 = 0; i0 < rows; i0 += tile) {
-      const Index j1 = std::min(cols, j0 + tile), i1 = std::min(rows, i0 + tile);
-      for (Index j = j0; j < j1; ++j)
-        for (Index i = i0; i < i1; ++i) out.copy(i, j) = data[i * rs + j * cs];
-    }
   out.view.emplace(out.copy.data(), rows, cols, Eigen::OuterStride<>(rows));
 }
 
@@ -309,6 +311,8 @@ nb::dict solve_typed(const SolveArgs& a, const Array& W, const std::optional<Arr
   Mapped<S> w;
   map_matrix(W, "weight", w);
   req.W = w.get();
+  if (w.copy.size() && (req.method == Method::Gptq || req.method == Method::Gptaq))
+    req.W_owned = &w.copy;  // the binding's own copy: the solver works in it
   req.options = a.options;
   req.alpha = a.alpha;
   req.weights = {a.alpha, a.beta};

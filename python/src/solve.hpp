@@ -21,6 +21,7 @@ template <class S>
 struct Request {
   Method method = Method::Gptq;
   const View<S>* W = nullptr;
+  loaq::Matrix<S>* W_owned = nullptr;    // gptq, gptaq: W's own copy, handed to the solver
   const View<double>* H = nullptr;       // gptq, gptaq, target
   const View<double>* dXXT = nullptr;    // gptaq
   const loaq::Matrix<double>* C = nullptr;  // target (may stay null)
@@ -63,8 +64,12 @@ loaq::Report run(const Request<typename Grid::Scalar>& r, const Grid& grid,
   out.has_target = r.want_target;
   switch (r.method) {
     case Method::Gptq:
+      if (r.W_owned) return loaq::gptq(std::move(*r.W_owned), *r.H, grid, r.options, out.q, &out.diag);
       return loaq::gptq(*r.W, *r.H, grid, r.options, out.q, &out.diag);
     case Method::Gptaq:
+      if (r.W_owned)
+        return loaq::gptaq(std::move(*r.W_owned), *r.H, *r.dXXT, grid, r.options, r.alpha, out.q,
+                           &out.diag);
       return loaq::gptaq(*r.W, *r.H, *r.dXXT, grid, r.options, r.alpha, out.q, &out.diag);
     case Method::Target:
       return loaq::solve_target(*r.W, *r.H, r.C, r.G, r.weights, grid, r.options, out.q, &out.diag,

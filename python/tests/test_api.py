@@ -41,7 +41,7 @@ def test_layouts_give_identical_codes(small_layer, order, dtype):
     W, Xh, _ = small_layer
     W = W.astype(dtype)
     H = hessian(Xh)
-    ref = loaq.gptq(np.ascontiguousarray(W), H, bits=3, group_size=32, act_order=True)
+    ref = loaq.gptq(np.asfortranarray(W), H, bits=3, group_size=32, act_order=True)  # mapped
     if order == "C":
         w = np.ascontiguousarray(W)
     elif order == "F":
@@ -51,8 +51,13 @@ def test_layouts_give_identical_codes(small_layer, order, dtype):
         wide[:, ::2] = W
         w = wide[:, ::2]
         assert not w.flags["C_CONTIGUOUS"] and not w.flags["F_CONTIGUOUS"]
+    before = w.copy()
     q = loaq.gptq(w, np.asfortranarray(H), bits=3, group_size=32, act_order=True)
-    np.testing.assert_array_equal(q.codes, ref.codes)
+    # A gathered copy is the solver's working matrix: the caller's array stays as it was.
+    np.testing.assert_array_equal(w, before)
+    for field in ("codes", "weight", "scales", "zeros", "g_idx"):
+        np.testing.assert_array_equal(getattr(q, field), getattr(ref, field))
+    assert q.loss == ref.loss
     assert q.weight.dtype == dtype and q.codes.dtype == np.uint8 and q.g_idx.dtype == np.int32
 
 
@@ -329,7 +334,7 @@ def test_concurrent_solves_on_one_accumulator_agree(small_layer):
         np.testing.assert_array_equal(c, ref.codes)
 
 
-@pytest.mark.parametrize("shape", [(37, 53), (8, 13), (5, 3), (64, 7)])
+@pytest.mark.parametrize("shape", [(37, 53), (8, 13), (5, 3), (64, 7), (300, 268)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_c_order_transpose_handles_ragged_tiles(shape, dtype):
     m, n = shape
@@ -339,6 +344,10 @@ def test_c_order_transpose_handles_ragged_tiles(shape, dtype):
     D = rng.standard_normal((n, n)) * 0.01  # not symmetric: the layout must be respected
     H = 2 * X.T @ X
     F = loaq.gptaq(np.asfortranarray(W), H, np.asfortranarray(D), bits=3, alpha=0.5)
-    C = loaq.gptaq(np.ascontiguousarray(W), H, np.ascontiguousarray(D), bits=3, alpha=0.5)
+    Wc = np.ascontiguousarray(W)
+    C = loaq.gptaq(Wc, H, np.ascontiguousarray(D), bits=3, alpha=0.5)
+    np.testing.assert_array_equal(Wc, W)  # solved in the binding's copy, not in the caller's array
     np.testing.assert_array_equal(C.codes, F.codes)
     np.testing.assert_array_equal(C.weight, F.weight)
+    np.testing.assert_array_equal(C.scales, F.scales)
+    assert C.loss == F.loss

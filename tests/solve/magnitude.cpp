@@ -89,6 +89,51 @@ TEST_CASE_TEMPLATE("magnitude sweep: finite results, codes invariant to the H sc
   }
 }
 
+TEST_CASE_TEMPLATE("a weight handed over (std::move) or stored row-major: the same result bit for bit",
+                   Scalar, float, double) {
+  std::mt19937 rng(57);
+  const Problem p = make_problem(40, 48, rng);
+  loaq::Matrix<Scalar> W = p.W.cast<Scalar>();
+  W.row(3) *= Scalar(std::ldexp(1.0, 90));    // beyond the safe range: rescaled rows
+  W.row(7) *= Scalar(std::ldexp(1.0, -90));
+  W.row(11).setZero();
+  const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> W_rows = W;
+  const loaq::UniformGrid<Scalar, 3> grid(false);
+  for (const bool act_order : {false, true})
+    for (const double alpha : {0.0, 0.25}) {
+      CAPTURE(act_order);
+      CAPTURE(alpha);
+      loaq::GptqOptions opt;
+      opt.group_size = 16;
+      opt.act_order = act_order;
+      auto solve = [&](auto&& weight, loaq::QuantizedWeight<Scalar>& out) {
+        return alpha == 0 ? loaq::gptq(std::forward<decltype(weight)>(weight), p.H, grid, opt, out)
+                          : loaq::gptaq(std::forward<decltype(weight)>(weight), p.H, p.C, grid, opt,
+                                        alpha, out);
+      };
+      loaq::QuantizedWeight<Scalar> base, moved, rows;
+      REQUIRE(solve(W, base).ok());
+      REQUIRE(solve(W_rows, rows).ok());
+      loaq::Matrix<Scalar> handed = W;
+      REQUIRE(solve(std::move(handed), moved).ok());
+      for (const auto* out : {&moved, &rows}) {
+        CHECK((out->codes == base.codes));
+        CHECK((out->weight == base.weight));
+        CHECK((out->scales == base.scales));
+        CHECK((out->zeros == base.zeros));
+        CHECK((out->g_idx == base.g_idx));
+        CHECK(out->loss == base.loss);
+      }
+      CHECK(std::abs(base.weight(3, 0)) > std::ldexp(1.0, 80));  // the scaled rows came back
+      // A handed-over weight with NaN is refused like any other.
+      loaq::Matrix<Scalar> bad = W;
+      bad(5, 5) = std::numeric_limits<Scalar>::quiet_NaN();
+      loaq::QuantizedWeight<Scalar> out;
+      CHECK(solve(std::move(bad), out).status == loaq::Status::NonFiniteInput);
+      CHECK(out.weight.size() == 0);
+    }
+}
+
 TEST_CASE("weights at the edge of float's range: a correct result or an error naming the row") {
   std::mt19937 rng(59);
   const Problem p = make_problem(6, 32, rng);

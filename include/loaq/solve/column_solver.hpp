@@ -58,42 +58,84 @@ inline Index panel_rows(Index m) {
   return std::max<Index>(1, std::min(r, m));
 }
 
-// Quantizes W (m × n, original column order) column by column on a prepared Hessian.
-// P (n × n in solve order, may be null) is GPTAQ's asymmetric correction:
-//   inner:  W1[:, i:] −= e·U1[i, i:] − w·P1[i, i:]
-//   block:  W[:, i2:] −= E1·U[i1:i2, i2:] − W1·P[i1:i2, i2:]
-// U is the normalized factor (see PreparedHessian): e = (w − q)/U_ii and the updates e·U[i, :]
-// do not depend on the normalization; the loss is scaled back to H's own scale.
+// What both entry points of the column loop check before they touch W: shapes, options, the
+// grid, finiteness; then the per-row rescaling W needs (fitted into rows_scale).
 template <class Grid, class Derived>
-Report solve_columns(const Eigen::MatrixBase<Derived>& W_in,
-                     const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
-                     const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
-                     QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
-  using Scalar = typename Grid::Scalar;
-  using Mat = Matrix<Scalar>;
-  out = QuantizedWeight<Scalar>{};
-  const Index m = W_in.rows(), n = W_in.cols();
+Report check_columns_input(const Eigen::MatrixBase<Derived>& W,
+                           const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
+                           const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
+                           RowScaling<typename Grid::Scalar>& rows_scale) {
+  const Index n = W.cols();
   if (Index(prep.perm.size()) != n)
     return Report::fail(Status::ShapeMismatch,
                         "weight has " + std::to_string(n) + " columns but the Hessian is " +
                             std::to_string(prep.perm.size()) + "×" +
                             std::to_string(prep.perm.size()));
   if (auto r = check_options(opt, n); !r.ok()) return r;
-  if (!W_in.allFinite())
+  if (!W.allFinite())
     return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   if (P && (P->rows() != n || P->cols() != n))
     return Report::fail(Status::ShapeMismatch, "asymmetric correction must be n × n");
+  if (auto r = check_grid(grid); !r.ok()) return r;
+  return rows_scale.fit(W);
+}
 
+template <class Grid>
+Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W,
+                            const RowScaling<typename Grid::Scalar>& rows_scale,
+                            const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
+                            const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
+                            QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag);
+
+// Quantizes W (m × n, original column order) column by column on a prepared Hessian.
+// P (n × n in solve order, may be null) is GPTAQ's asymmetric correction:
+//   inner:  W1[:, i:] −= e·U1[i, i:] − w·P1[i, i:]
+//   block:  W[:, i2:] −= E1·U[i1:i2, i2:] − W1·P[i1:i2, i2:]
+// U is the normalized factor (see PreparedHessian): e = (w − q)/U_ii and the updates e·U[i, :]
+// do not depend on the normalization; the loss is scaled back to H's own scale.
+// This overload reads W and solves on its own copy.
+template <class Grid, class Derived>
+Report solve_columns(const Eigen::MatrixBase<Derived>& W_in,
+                     const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
+                     const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
+                     QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
+  out = QuantizedWeight<typename Grid::Scalar>{};
+  RowScaling<typename Grid::Scalar> rows_scale;
+  if (auto r = check_columns_input(W_in, prep, grid, opt, P, rows_scale); !r.ok()) return r;
+  return solve_scaled_columns(rows_scale.scaled(W_in), rows_scale, prep, grid, opt, P, out, diag);
+}
+
+// The same on a matrix the caller hands over: the solve works in W's own storage (one m × n copy
+// fewer); W is left valid but unspecified.
+template <class Grid>
+Report solve_columns(Matrix<typename Grid::Scalar>&& W,
+                     const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
+                     const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
+                     QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
+  out = QuantizedWeight<typename Grid::Scalar>{};
+  RowScaling<typename Grid::Scalar> rows_scale;
+  if (auto r = check_columns_input(W, prep, grid, opt, P, rows_scale); !r.ok()) return r;
+  rows_scale.scale_in_place(W);
+  return solve_scaled_columns(std::move(W), rows_scale, prep, grid, opt, P, out, diag);
+}
+
+// The loop itself, on W already checked and brought to the solver's range by rows_scale.
+template <class Grid>
+Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
+                            const RowScaling<typename Grid::Scalar>& rows_scale,
+                            const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
+                            const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
+                            QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
+  using Scalar = typename Grid::Scalar;
+  using Mat = Matrix<Scalar>;
+  Mat W = std::move(W_scaled);
+  const Index m = W.rows(), n = W.cols();
   const Index g = opt.group_size > 0 ? opt.group_size : n;
   const bool grouped = opt.group_size > 0;
   const bool dynamic = grouped && !opt.static_groups;
   const Index groups = grouped ? (n + g - 1) / g : 1;
   const std::vector<Index>& perm = prep.perm;
 
-  if (auto r = check_grid(grid); !r.ok()) return r;
-  RowScaling<Scalar> rows_scale;
-  if (auto r = rows_scale.fit(W_in); !r.ok()) return r;
-  Mat W = rows_scale.scaled(W_in);
   // Loss weight of each row: 4^(e − e_max) undoes the row scaling of (w − q)² relative to the
   // largest row; 4^e_max goes into the final scaling with the Hessian's, so nothing overflows.
   Eigen::VectorXd row_weight = Eigen::VectorXd::Ones(m);

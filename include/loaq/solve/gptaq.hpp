@@ -39,13 +39,13 @@ Matrix<Scalar> gptaq_correction(const Eigen::MatrixBase<D>& dXXT,
                                                prep.permuted(), prep.log4_scale, alpha);
 }
 
-// GPTQ plus the asymmetric correction; α = 0.25 is the reference default, α = 0 is GPTQ exactly.
-// On failure `out` is empty.
-template <class Grid, class DW, class DH, class DC>
-Report gptaq(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>& H,
-             const Eigen::MatrixBase<DC>& dXXT, const Grid& grid, const GptqOptions& options,
-             double alpha, QuantizedWeight<typename Grid::Scalar>& out,
-             SolveDiagnostics* diag = nullptr) {
+namespace internal {
+
+// W is an Eigen expression (read, then copied) or an rvalue Matrix<Scalar> (solved in place).
+template <class Grid, class WArg, class DH, class DC>
+Report gptaq_solve(WArg&& W, const Eigen::MatrixBase<DH>& H, const Eigen::MatrixBase<DC>& dXXT,
+                   const Grid& grid, const GptqOptions& options, double alpha,
+                   QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
   using Scalar = typename Grid::Scalar;
   out = QuantizedWeight<Scalar>{};
   const Index n = W.cols();
@@ -54,18 +54,40 @@ Report gptaq(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>& H,
                                                    std::to_string(n) + " weight columns");
   if (!dXXT.allFinite()) return Report::fail(Status::NonFiniteInput, "dXXT holds NaN or Inf");
   if (!std::isfinite(alpha)) return Report::fail(Status::InvalidArgument, "alpha must be finite");
-  if (auto r = internal::check_options(options, n); !r.ok()) return r;
+  if (auto r = check_options(options, n); !r.ok()) return r;
   if (!W.allFinite()) return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   PreparedHessian<Scalar> prep;
   if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
     return r;
-  if (alpha == 0) return internal::solve_columns(W, prep, grid, options, nullptr, out, diag);
+  if (alpha == 0) return solve_columns(std::forward<WArg>(W), prep, grid, options, nullptr, out, diag);
   const Matrix<Scalar> P = gptaq_correction(dXXT, prep, alpha);
   if (!P.allFinite())
     return Report::fail(Status::OutOfRange,
                         "GPTAQ's correction overflowed: dXXT is far larger than the Hessian (are "
                         "both from the same calibration tokens and scaling?)");
-  return internal::solve_columns(W, prep, grid, options, &P, out, diag);
+  return solve_columns(std::forward<WArg>(W), prep, grid, options, &P, out, diag);
+}
+
+}  // namespace internal
+
+// GPTQ plus the asymmetric correction; α = 0.25 is the reference default, α = 0 is GPTQ exactly.
+// On failure `out` is empty.
+template <class Grid, class DW, class DH, class DC>
+Report gptaq(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>& H,
+             const Eigen::MatrixBase<DC>& dXXT, const Grid& grid, const GptqOptions& options,
+             double alpha, QuantizedWeight<typename Grid::Scalar>& out,
+             SolveDiagnostics* diag = nullptr) {
+  return internal::gptaq_solve(W, H, dXXT, grid, options, alpha, out, diag);
+}
+
+// The same, solving in the storage of a weight the caller hands over (`gptaq(std::move(W), …)`):
+// one m × n copy fewer. W is left valid but unspecified; the result is identical.
+template <class Grid, class DH, class DC>
+Report gptaq(Matrix<typename Grid::Scalar>&& W, const Eigen::MatrixBase<DH>& H,
+             const Eigen::MatrixBase<DC>& dXXT, const Grid& grid, const GptqOptions& options,
+             double alpha, QuantizedWeight<typename Grid::Scalar>& out,
+             SolveDiagnostics* diag = nullptr) {
+  return internal::gptaq_solve(std::move(W), H, dXXT, grid, options, alpha, out, diag);
 }
 
 }  // namespace loaq

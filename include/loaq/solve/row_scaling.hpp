@@ -30,9 +30,11 @@ class RowScaling {
     const Index m = W.rows();
     exponent_.assign(std::size_t(m), 0);
     any_ = false;
+    if (W.cols() == 0) return Report::success();
+    const Eigen::VectorXd row_max = row_max_abs(W);
     for (Index r = 0; r < m; ++r) {
-      const double top = double(W.row(r).cwiseAbs().maxCoeff());
-      if (W.cols() == 0 || top == 0) continue;
+      const double top = row_max[r];
+      if (top == 0) continue;
       if (top > double(std::numeric_limits<Scalar>::max()))
         return Report::fail(Status::OutOfRange, "weight row " + std::to_string(r) + " reaches " +
                                                     to_text(top) + ", beyond the " +
@@ -61,6 +63,14 @@ class RowScaling {
     return out;
   }
 
+  // The same on a matrix of the solver's scalar, in place.
+  void scale_in_place(Matrix<Scalar>& W) const {
+    if (!any_) return;
+    for (Index r = 0; r < W.rows(); ++r)
+      if (exponent(r) != 0)
+        W.row(r) = W.row(r).unaryExpr([e = -exponent(r)](Scalar x) { return std::ldexp(x, e); });
+  }
+
   // Weights and scales back to the original scale; zeros too when they are offsets in value
   // units (grid zero_is_offset), code-unit zeros do not change. Fails, naming the row, if a
   // result does not fit Scalar.
@@ -85,6 +95,21 @@ class RowScaling {
   }
 
  private:
+  // max |w| of every row, walking W in its storage order (a row-wise walk of a column-major
+  // 4096 × 4096 matrix is a strided pass that costs more than the copy of W).
+  template <class Derived>
+  static Eigen::VectorXd row_max_abs(const Eigen::MatrixBase<Derived>& W) {
+    Eigen::VectorXd top(W.rows());
+    if (Derived::IsRowMajor) {
+      for (Index r = 0; r < W.rows(); ++r) top[r] = double(W.row(r).cwiseAbs().maxCoeff());
+      return top;
+    }
+    using S = typename Derived::Scalar;
+    Eigen::Matrix<S, Eigen::Dynamic, 1> col_max = W.col(0).cwiseAbs();
+    for (Index c = 1; c < W.cols(); ++c) col_max = col_max.cwiseMax(W.col(c).cwiseAbs());
+    return col_max.template cast<double>();
+  }
+
   static std::string to_text(double v) {
     std::ostringstream s;
     s << v;

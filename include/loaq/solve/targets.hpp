@@ -5,6 +5,8 @@
 // guarantees it). Linear output (QEP/LLOA): G absent. α = β = 0 is GPTQ exactly.
 #pragma once
 
+#include <utility>
+
 #include "column_solver.hpp"
 
 namespace loaq {
@@ -83,14 +85,14 @@ Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>&
   PreparedHessian<typename Grid::Scalar> prep;
   if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
     return r;
-  const Matrix<typename Grid::Scalar> Wt =
+  Matrix<typename Grid::Scalar> Wt =
       closed_form_target<typename Grid::Scalar>(W, C, G, prep, weights);
   if (!Wt.allFinite())
     return Report::fail(Status::NonFiniteInput,
                         "target overflowed; the statistics are badly scaled or the Hessian is "
                         "nearly singular (raise percdamp)");
   if (target) *target = Wt;
-  return internal::solve_columns(Wt, prep, grid, options, nullptr, out, diag);
+  return internal::solve_columns(std::move(Wt), prep, grid, options, nullptr, out, diag);
 }
 
 }  // namespace loaq
