@@ -7,10 +7,11 @@
 //               [--loaq-objective normalized|residual] [--table-out FILE]
 //               [--act-bits A] [--act-clip R] [--act-sym] [--act-group G] [--rotate none|hadamard]
 //               [--scales none|awq|faq] [--gguf-type q4_0|q4_1|q8_0|f32] [--export-gguf FILE]
-//               [--export-reference FILE]
+//               [--export-reference FILE] [--select-hparams] [--heldout-windows V]
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -39,6 +40,47 @@ namespace {
 
 const char* const kMethods[] = {"fp", "rtn", "gptq", "gptaq", "qep", "loaq"};
 
+// --select-hparams: the held-out tail of the calibration text and the candidates per method.
+// Each grid brackets the method's published default (GPTAQ 0.25, QEP 0.5, LoaQ α = β = 1).
+constexpr double kHeldoutFraction = 0.1;
+struct Hparams {
+  double alpha, beta;
+};
+// --select-grid "A[:B],...": α and (LoaQ's) β of each candidate; β defaults to 1.
+std::vector<Hparams> parse_grid(const std::string& text) {
+  std::vector<Hparams> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    const std::size_t colon = item.find(':');
+    char* end = nullptr;
+    Hparams h{std::strtod(item.c_str(), &end), 1};
+    bool ok = end != item.c_str() && (colon == std::string::npos ? *end == 0 : end == item.c_str() + colon);
+    if (ok && colon != std::string::npos) {
+      const char* b = item.c_str() + colon + 1;
+      h.beta = std::strtod(b, &end);
+      ok = end != b && *end == 0;
+    }
+    if (!ok || !std::isfinite(h.alpha) || !std::isfinite(h.beta) || h.alpha < 0 || h.beta < 0) return {};
+    out.push_back(h);
+  }
+  return out;
+}
+std::vector<Hparams> hparam_grid(const std::string& method, const std::string& select_grid) {
+  if (method != "gptaq" && method != "qep" && method != "loaq") return {};
+  if (!select_grid.empty()) return parse_grid(select_grid);
+  if (method == "gptaq") return {{0.125, 1}, {0.25, 1}, {0.5, 1}, {1, 1}};
+  if (method == "qep") return {{0.25, 1}, {0.5, 1}, {0.75, 1}, {1, 1}};
+  if (method == "loaq")
+    return {{0.5, 0.25}, {0.5, 0.5}, {0.5, 1}, {1, 0.25}, {1, 0.5}, {1, 1}};
+  return {};
+}
+std::string hparam_text(const std::string& method, const Hparams& h) {
+  char buf[64];
+  if (method == "loaq") std::snprintf(buf, sizeof buf, "alpha %g, beta %g", h.alpha, h.beta);
+  else std::snprintf(buf, sizeof buf, "alpha %g", h.alpha);
+  return buf;
+}
+
 struct Options {
   std::string model, calib_text, eval_text, table_out;
   std::vector<std::string> methods;
@@ -59,6 +101,12 @@ struct Options {
   std::string gguf_type;
   std::string export_gguf;       // write the one quantized model (one method, one setting) here
   std::string export_reference;  // and the same model with every tensor in F32 here
+  // Choose GPTAQ's, QEP's and LoaQ's α (and LoaQ's β) on held-out calibration text: the last
+  // kHeldoutFraction of the calibration tokens is never used for statistics; each candidate is
+  // scored by its perplexity on heldout_windows windows of it.
+  bool select_hparams = false;
+  int heldout_windows = 16;
+  std::string select_grid;  // "A[:B],..." replaces every method's candidates (empty: hparam_grid)
   bool block_grid() const { return gguf_type == "q4_0" || gguf_type == "q4_1" || gguf_type == "q8_0"; }
 };
 
@@ -92,7 +140,7 @@ Options parse(int argc, char** argv) {
   o.calib_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/calib_1790_1981.txt";
   o.eval_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/eval_1982_2021.txt";
   std::string methods = "fp,rtn,gptq,gptaq,qep,loaq", settings = "3:128";
-  bool settings_given = false;
+  bool settings_given = false, beta_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i];
     auto value = [&]() -> std::string {
@@ -112,6 +160,9 @@ Options parse(int argc, char** argv) {
           "  [--gguf-type q4_0|q4_1|q8_0 (llama.cpp's block grid for every method; sets the setting)|f32]\n"
           "  [--export-gguf FILE (one method: the quantized model for llama.cpp; fp with f32: the FP model)]\n"
           "  [--export-reference FILE (with --export-gguf: the same weights, every tensor F32)]\n"
+          "  [--select-hparams (gptaq/qep/loaq: alpha, beta chosen by perplexity on the held-out last\n"
+          "   10%% of the calibration text, never used for statistics)] [--heldout-windows V (16)]\n"
+          "  [--select-grid A[:B],... (the candidates instead of each method's built-in grid)]\n"
           "Fetch the model first with scripts/fetch_model.sh (or pass --model / set LOAQ_MODEL).\n");
       std::exit(0);
     } else if (f == "--model") o.model = value();
@@ -130,12 +181,15 @@ Options parse(int argc, char** argv) {
     else if (f == "--act-order") o.act_order = true;
     else if (f == "--mse") o.mse = true;
     else if (f == "--alpha") o.alpha = std::atof(value().c_str());
-    else if (f == "--beta") o.beta = std::atof(value().c_str());
+    else if (f == "--beta") o.beta = std::atof(value().c_str()), beta_given = true;
     else if (f == "--loaq-objective") {
       const std::string v = value();
       if (v != "normalized" && v != "residual") die("--loaq-objective is normalized or residual");
       o.loaq_normalized = v == "normalized";
     } else if (f == "--table-out") o.table_out = value();
+    else if (f == "--select-hparams") o.select_hparams = true;
+    else if (f == "--heldout-windows") o.heldout_windows = to_int(f, value());
+    else if (f == "--select-grid") o.select_grid = value();
     else if (f == "--threads") o.threads = to_int(f, value());
     else if (f == "--act-bits") o.act.bits = to_int(f, value());
     else if (f == "--act-clip") o.act.clip_ratio = float(std::atof(value().c_str()));
@@ -183,6 +237,12 @@ Options parse(int argc, char** argv) {
   if (o.seq_len < 2 || o.calib_windows < 1 || o.eval_windows == 0 || o.eval_windows < -1)
     die("--seq-len ≥ 2, --calib-windows ≥ 1, --eval-windows ≥ 1 or -1");
   if (o.threads < 1) die("--threads must be at least 1");
+  if (o.select_hparams && (o.alpha >= 0 || beta_given))
+    die("--select-hparams chooses alpha and beta; drop --alpha/--beta");
+  if (o.heldout_windows < 1) die("--heldout-windows must be at least 1");
+  if (!o.select_grid.empty() && !o.select_hparams) die("--select-grid needs --select-hparams");
+  if (!o.select_grid.empty() && parse_grid(o.select_grid).empty())
+    die("--select-grid takes ALPHA[:BETA],... with finite values >= 0, got '" + o.select_grid + "'");
   if (o.act.bits != 16 && (o.act.bits < 2 || o.act.bits > 8)) die("--act-bits must be in 2..8, or 16 for none");
   if (!(o.act.clip_ratio > 0.f && o.act.clip_ratio <= 1.f)) die("--act-clip must be in (0, 1]");
   if (o.act.group_size == 0 || o.act.group_size < -1) die("--act-group must be -1 or positive");
@@ -342,22 +402,43 @@ int main(int argc, char** argv) {
 
     const std::vector<int> calib_ids = tok.encode(read_text(o.calib_text), false);
     const std::vector<int> eval_ids = tok.encode(read_text(o.eval_text), false);
-    if (calib_ids.size() < std::size_t(o.seq_len) + 2) die("calibration text has fewer than seq-len tokens", 1);
-    const auto calib = llm::random_windows(calib_ids, o.calib_windows, o.seq_len, o.seed);
+    // With --select-hparams the last kHeldoutFraction of the calibration tokens is held out:
+    // statistics come from the rest, candidates are scored on it, the evaluation text is read
+    // only for the chosen model.
+    const std::size_t stats_tokens =
+        o.select_hparams ? std::size_t(double(calib_ids.size()) * (1 - kHeldoutFraction)) : calib_ids.size();
+    const std::vector<int> stats_ids(calib_ids.begin(), calib_ids.begin() + std::ptrdiff_t(stats_tokens));
+    const std::vector<int> heldout_ids(calib_ids.begin() + std::ptrdiff_t(stats_tokens), calib_ids.end());
+    if (stats_ids.size() < std::size_t(o.seq_len) + 2) die("calibration text has fewer than seq-len tokens", 1);
+    const auto calib = llm::random_windows(stats_ids, o.calib_windows, o.seq_len, o.seed);
+    const auto heldout = o.select_hparams ? llm::windows(heldout_ids, o.seq_len, o.heldout_windows)
+                                          : std::vector<std::vector<int>>{};
+    if (o.select_hparams && int(heldout.size()) < o.heldout_windows)
+      die("--heldout-windows " + std::to_string(o.heldout_windows) + ": the held-out tenth of the "
+          "calibration text has only " + std::to_string(heldout.size()) + " windows of seq-len tokens", 1);
     const auto evals = llm::windows(eval_ids, o.seq_len, o.eval_windows);
     if (evals.empty()) die("evaluation text has fewer than seq-len tokens", 1);
     std::printf("calibration: %d windows x %d tokens from %s (%zu tokens)\n", o.calib_windows,
-                o.seq_len, o.calib_text.c_str(), calib_ids.size());
+                o.seq_len, o.calib_text.c_str(), stats_ids.size());
+    if (o.select_hparams)
+      std::printf("held out for --select-hparams: %zu windows x %d tokens of the last %zu calibration tokens\n",
+                  heldout.size(), o.seq_len, heldout_ids.size());
     std::printf("evaluation: %zu windows x %d tokens from %s (%zu tokens)\n", evals.size(), o.seq_len,
                 o.eval_text.c_str(), eval_ids.size());
     std::fflush(stdout);
 
     struct Row {
-      std::string method, setting;
+      std::string method, setting;  // method with its chosen hyper-parameters under --select-hparams
       double ppl, quant_s, eval_s;
       llm::SequentialTimes split;
     };
     std::vector<Row> rows;
+    struct Selection {
+      std::string method, setting, hparams;
+      double heldout_ppl;
+      bool chosen;
+    };
+    std::vector<Selection> selections;
     double fp_ppl = -1;
     // FAQ's scales do not depend on the setting; AWQ's search quantizes with the setting's grid.
     llm::FaqStatistics faq_stats;
@@ -386,25 +467,60 @@ int main(int argc, char** argv) {
         if (m == "fp" && fp_ppl >= 0) continue;  // one FP row is enough
         // FP: the model every method starts from (rotated: the same network, float rounding aside).
         const std::string setting = m == "fp" ? (o.rotate == "hadamard" ? "rot" : "-") : label(o, bits, group);
-        const auto t0 = std::chrono::steady_clock::now();
+        auto run = [&](const Options& oc, llm::SequentialTimes& split, llm::PackedLinears* packed) {
+          return quantize(m == "fp" ? fp : base, calib, m, oc, bits, group, [&](const llm::Progress& p) {
+            if (p.stage == "q,k,v" || p.stage == "rtn") {
+              std::printf("  [%s %s] layer %d/%d %s  %.1f s\n", m.c_str(), setting.c_str(), p.layer,
+                          p.layers, p.stage.c_str(), p.elapsed_s);
+              std::fflush(stdout);
+            }
+          }, split, packed);
+        };
         llm::SequentialTimes split;
         llm::PackedLinears packed;
-        const llm::Model q = quantize(m == "fp" ? fp : base, calib, m, o, bits, group, [&](const llm::Progress& p) {
-          if (p.stage == "q,k,v" || p.stage == "rtn") {
-            std::printf("  [%s %s] layer %d/%d %s  %.1f s\n", m.c_str(), setting.c_str(), p.layer,
-                        p.layers, p.stage.c_str(), p.elapsed_s);
+        llm::PackedLinears* want_packed = o.export_gguf.empty() ? nullptr : &packed;
+        std::string method_label = m;
+        Options used = o;  // the options of the model that is evaluated (the chosen candidate's)
+        double quant_s = 0;
+        llm::Model q;
+        const std::vector<Hparams> grid = o.select_hparams ? hparam_grid(m, o.select_grid) : std::vector<Hparams>{};
+        if (grid.empty()) {
+          const auto t0 = std::chrono::steady_clock::now();
+          q = run(o, split, want_packed);
+          quant_s = seconds_since(t0);
+        } else {  // every candidate on the held-out calibration windows; keep the best
+          double best = 0;
+          std::size_t chosen = 0;
+          for (std::size_t i = 0; i < grid.size(); ++i) {
+            Options oc = o;
+            oc.alpha = grid[i].alpha, oc.beta = grid[i].beta;
+            llm::SequentialTimes split_c;
+            llm::PackedLinears packed_c;
+            const auto t0 = std::chrono::steady_clock::now();
+            llm::Model qc = run(oc, split_c, want_packed ? &packed_c : nullptr);
+            const double quant_c = seconds_since(t0);
+            const double held = llm::perplexity(qc, heldout, o.threads).ppl;
+            std::printf("select %-6s %-12s %-20s held-out calibration ppl %.3f\n", m.c_str(),
+                        setting.c_str(), hparam_text(m, grid[i]).c_str(), held);
             std::fflush(stdout);
+            selections.push_back({m, setting, hparam_text(m, grid[i]), held, false});
+            if (i == 0 || held < best) {
+              best = held, chosen = i, used = oc, q = std::move(qc), split = split_c, quant_s = quant_c;
+              packed = std::move(packed_c);
+            }
           }
-        }, split, o.export_gguf.empty() ? nullptr : &packed);
-        const double quant_s = seconds_since(t0);
+          selections[selections.size() - grid.size() + chosen].chosen = true;
+          method_label = m + " (" + hparam_text(m, grid[chosen]) + ")";
+        }
+        const auto t_eval = std::chrono::steady_clock::now();
         const auto ppl = llm::perplexity(q, evals, o.threads);
-        const double eval_s = seconds_since(t0) - quant_s;
+        const double eval_s = seconds_since(t_eval);
         if (m == "fp") fp_ppl = ppl.ppl;
-        std::printf("%-6s %-12s ppl %.3f  (quantize %.1f s, eval %.1f s)\n", m.c_str(), setting.c_str(),
-                    ppl.ppl, quant_s, eval_s);
+        std::printf("%-6s %-12s ppl %.3f  (quantize %.1f s, eval %.1f s)\n", method_label.c_str(),
+                    setting.c_str(), ppl.ppl, quant_s, eval_s);
         std::fflush(stdout);
-        rows.push_back({m, setting, ppl.ppl, quant_s, eval_s, split});
-        if (!o.export_gguf.empty()) export_model(gguf, q, packed, o, m, setting, ppl.ppl);
+        rows.push_back({method_label, setting, ppl.ppl, quant_s, eval_s, split});
+        if (!o.export_gguf.empty()) export_model(gguf, q, packed, used, m, setting, ppl.ppl);
       }
     }
     std::ostringstream table;
@@ -414,6 +530,15 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf, "| %s | %s | %.3f | %.1f |\n", r.method.c_str(), r.setting.c_str(),
                     r.ppl, r.quant_s);
       table << buf;
+    }
+    if (!selections.empty()) {
+      table << "\nhyper-parameters chosen on held-out calibration text (--select-hparams):\n"
+               "| method | setting | candidate | held-out calibration perplexity | chosen |\n|---|---|---|---|---|\n";
+      for (const Selection& c : selections) {
+        std::snprintf(buf, sizeof buf, "| %s | %s | %s | %.3f | %s |\n", c.method.c_str(), c.setting.c_str(),
+                      c.hparams.c_str(), c.heldout_ppl, c.chosen ? "yes" : "");
+        table << buf;
+      }
     }
     std::printf("\n%s", table.str().c_str());
     // Where the time went (wall clock, s): forward passes of both streams, statistics, solves,
