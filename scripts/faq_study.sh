@@ -102,7 +102,7 @@ fi
     for scales in none awq faq; do
       for kind in broad narrow; do
         ppls=$(for f in "$out"/bias_${kind}_*_"$scales".md; do
-          [ -e "$f" ] && awk -F'|' '$2 ~ /rtn/ { gsub(/ /, "", $4); print $4 }' "$f"; done | tr '\n' ' ')
+          if [ -e "$f" ]; then awk -F'|' '$2 ~ /rtn/ { gsub(/ /, "", $4); print $4 }' "$f"; fi; done | tr '\n' ' ')
         [ -n "$ppls" ] || continue
         echo "$ppls" | awk -v s="$scales" -v k="$kind" '{
           n = NF; sum = 0; mn = $1; mx = $1
