@@ -93,30 +93,17 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W,
 //   block:  W[:, i2:] −= E1·U[i1:i2, i2:] − W1·P[i1:i2, i2:]
 // U is the normalized factor (see PreparedHessian): e = (w − q)/U_ii and the updates e·U[i, :]
 // do not depend on the normalization; the loss is scaled back to H's own scale.
-// This overload reads W and solves on its own copy.
-template <class Grid, class Derived>
-Report solve_columns(const Eigen::MatrixBase<Derived>& W_in,
-                     const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
-                     const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
-                     QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
-  out = QuantizedWeight<typename Grid::Scalar>{};
-  RowScaling<typename Grid::Scalar> rows_scale;
-  if (auto r = check_columns_input(W_in, prep, grid, opt, P, rows_scale); !r.ok()) return r;
-  return solve_scaled_columns(rows_scale.scaled(W_in), rows_scale, prep, grid, opt, P, out, diag);
-}
-
-// The same on a matrix the caller hands over: the solve works in W's own storage (one m × n copy
-// fewer); W is left valid but unspecified.
-template <class Grid>
-Report solve_columns(Matrix<typename Grid::Scalar>&& W,
-                     const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
+// W is any Eigen expression (read, then copied) or an rvalue Matrix<Scalar>, whose storage the
+// solve then works in (one m × n copy fewer; W is left valid but unspecified).
+template <class Grid, class WArg>
+Report solve_columns(WArg&& W, const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
                      const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
                      QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
   out = QuantizedWeight<typename Grid::Scalar>{};
   RowScaling<typename Grid::Scalar> rows_scale;
   if (auto r = check_columns_input(W, prep, grid, opt, P, rows_scale); !r.ok()) return r;
-  rows_scale.scale_in_place(W);
-  return solve_scaled_columns(std::move(W), rows_scale, prep, grid, opt, P, out, diag);
+  return solve_scaled_columns(rows_scale.scaled(std::forward<WArg>(W)), rows_scale, prep, grid,
+                              opt, P, out, diag);
 }
 
 // The loop itself, on W already checked and brought to the solver's range by rows_scale.

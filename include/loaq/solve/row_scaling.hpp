@@ -9,6 +9,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../config.hpp"
@@ -63,12 +64,15 @@ class RowScaling {
     return out;
   }
 
-  // The same on a matrix of the solver's scalar, in place.
-  void scale_in_place(Matrix<Scalar>& W) const {
-    if (!any_) return;
-    for (Index r = 0; r < W.rows(); ++r)
-      if (exponent(r) != 0)
-        W.row(r) = W.row(r).unaryExpr([e = -exponent(r)](Scalar x) { return std::ldexp(x, e); });
+  // The same for a matrix of the solver's scalar that the caller hands over: scaled in place,
+  // no copy.
+  Matrix<Scalar> scaled(Matrix<Scalar>&& W) const {
+    if (any_)
+      for (Index r = 0; r < W.rows(); ++r)
+        if (exponent(r) != 0)
+          W.row(r) = W.row(r).unaryExpr([e = -exponent(r)](Scalar x) { return std::ldexp(x, e); });
+    Matrix<Scalar> out = std::move(W);
+    return out;
   }
 
   // Weights and scales back to the original scale; zeros too when they are offsets in value
