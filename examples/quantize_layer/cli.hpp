@@ -262,9 +262,12 @@ inline Args parse(const std::vector<std::string>& argv) {
   return a;
 }
 
-// Everything the solve needs, read and validated once.
+// Everything the solve needs, read and validated once. W is read straight into the solver's
+// scalar (the file's values are exact in it), so a float solve holds no double copy of W.
+template <class Scalar>
 struct Problem {
-  Eigen::MatrixXd W, H;                 // H: the (plain) Hessian of x̂
+  loaq::Matrix<Scalar> W;
+  Eigen::MatrixXd H;                    // the (plain) Hessian of x̂
   Eigen::MatrixXd Xhat, X, Rhat, R;     // token streams, when the file has them (width × T)
   const Eigen::MatrixXd* C = nullptr;   // input cross term
   const Eigen::MatrixXd* G = nullptr;   // residual cross term
@@ -304,8 +307,9 @@ inline void check_memory(double m, double n, double T, bool streams, bool residu
 
 }  // namespace detail
 
-inline Problem load(const Args& a, const loaq::io::SafetensorsReader& st) {
-  Problem p;
+template <class Scalar>
+Problem<Scalar> load(const Args& a, const loaq::io::SafetensorsReader& st) {
+  Problem<Scalar> p;
   if (!st.contains("weight"))
     throw input_error("the input file has no 'weight' tensor (have: " + st.names() + ")");
   const std::int64_t m = detail::dim(st, "weight", 0), n = detail::dim(st, "weight", 1);
@@ -317,12 +321,12 @@ inline Problem load(const Args& a, const loaq::io::SafetensorsReader& st) {
   const bool use_hessian = !needs_fp && st.contains("hessian");
   if (a.method == "rtn" && !a.report_errors) {  // RTN needs no statistics unless asked to report
     detail::check_memory(double(m), double(n), 0, false, false);
-    p.W = st.matrix<double>("weight");
+    p.W = st.matrix<Scalar>("weight");
     return p;
   }
   if (use_hessian) {
     detail::check_memory(double(m), double(n), 0, false, false);
-    p.W = st.matrix<double>("weight");
+    p.W = st.matrix<Scalar>("weight");
     p.H = st.matrix<double>("hessian", n, n);
     return p;
   }
@@ -334,7 +338,7 @@ inline Problem load(const Args& a, const loaq::io::SafetensorsReader& st) {
   if (T == 0)
     throw input_error("'inputs' holds 0 tokens; collect calibration tokens for this layer");
   detail::check_memory(double(m), double(n), double(T), true, needs_residual);
-  p.W = st.matrix<double>("weight");
+  p.W = st.matrix<Scalar>("weight");
   p.Xhat = detail::tokens(st, "inputs", T, n);
   if (needs_fp || st.contains("fp_inputs")) p.X = detail::tokens(st, "fp_inputs", T, n);
   if (needs_residual || (st.contains("residual") && st.contains("fp_residual"))) {
@@ -351,7 +355,8 @@ inline Problem load(const Args& a, const loaq::io::SafetensorsReader& st) {
     r = p.acc->add_batch(p.Xhat, p.X, p.Rhat, p.R);
   } else {
     loaq::ObjectiveStats<loaq::NormalizedOutput> ns(
-        p.W, loaq::NormalizedOutput{a.alpha, a.beta, a.rms_eps, !a.unweighted});
+        p.W.template cast<double>(),
+        loaq::NormalizedOutput{a.alpha, a.beta, a.rms_eps, !a.unweighted});
     r = ns.add(p.Xhat, p.X, p.Rhat, p.R);
     if (r.ok()) *p.acc = ns.stats();
   }
@@ -363,19 +368,25 @@ inline Problem load(const Args& a, const loaq::io::SafetensorsReader& st) {
 }
 
 template <class Grid>
-void solve_and_write(const Args& a, const Problem& p, const Grid& grid, std::ostream& log) {
+void solve_and_write(const Args& a, Problem<typename Grid::Scalar>& p, const Grid& grid,
+                     std::ostream& log) {
   using Scalar = typename Grid::Scalar;
   loaq::QuantizedWeight<Scalar> out;
   loaq::SolveDiagnostics diag;
   loaq::Matrix<Scalar> target;
+  const Eigen::Index m = p.W.rows(), n = p.W.cols();
+  // Unless W is needed afterwards, GPTQ and GPTAQ solve in its storage (one m × n copy fewer).
+  const bool keep_weight = a.emit_target || a.report_errors;
   const auto t0 = std::chrono::steady_clock::now();
   loaq::Report r;
   if (a.method == "rtn") {
     r = loaq::rtn(p.W, grid, a.opt.group_size, a.opt.search, out);
   } else if (a.method == "gptq") {
-    r = loaq::gptq(p.W, p.H, grid, a.opt, out, &diag);
+    r = keep_weight ? loaq::gptq(p.W, p.H, grid, a.opt, out, &diag)
+                    : loaq::gptq(std::move(p.W), p.H, grid, a.opt, out, &diag);
   } else if (a.method == "gptaq") {
-    r = loaq::gptaq(p.W, p.H, *p.C, grid, a.opt, a.alpha, out, &diag);
+    r = keep_weight ? loaq::gptaq(p.W, p.H, *p.C, grid, a.opt, a.alpha, out, &diag)
+                    : loaq::gptaq(std::move(p.W), p.H, *p.C, grid, a.opt, a.alpha, out, &diag);
   } else {
     const loaq::TargetWeights tw{a.alpha, a.method == "qep" ? 0.0 : a.beta};
     r = loaq::solve_target(p.W, p.H, p.C, a.method == "qep" ? nullptr : p.G, tw, grid, a.opt, out,
@@ -386,7 +397,7 @@ void solve_and_write(const Args& a, const Problem& p, const Grid& grid, std::ost
 
   char line[256];
   std::snprintf(line, sizeof line, "method %s  bits %d  group %d  m %ld  n %ld  solve %.4f s\n",
-                a.method.c_str(), a.bits, a.opt.group_size, long(p.W.rows()), long(p.W.cols()), secs);
+                a.method.c_str(), a.bits, a.opt.group_size, long(m), long(n), secs);
   log << line;
   if (a.method != "rtn") {
     std::snprintf(line, sizeof line, "loss %.6g  (= ½·tr((W−Q)(H+λI)(W−Q)ᵀ) for gptq)\n", out.loss);
@@ -399,9 +410,9 @@ void solve_and_write(const Args& a, const Problem& p, const Grid& grid, std::ost
     if (diag.double_fallback) log << "note: the float factor was inaccurate; factored in double\n";
   }
   if (a.report_errors) {
-    const Eigen::MatrixXd Qd = out.weight.template cast<double>();
+    const Eigen::MatrixXd Wd = p.W.template cast<double>(), Qd = out.weight.template cast<double>();
     if (p.H.size()) {
-      const Eigen::MatrixXd D = p.W - Qd;
+      const Eigen::MatrixXd D = Wd - Qd;
       std::snprintf(line, sizeof line, "proxy_error tr((W-Q)H(W-Q)^T) %.6g\n",
                     (D * p.H).cwiseProduct(D).sum());
       log << line;
@@ -410,11 +421,11 @@ void solve_and_write(const Args& a, const Problem& p, const Grid& grid, std::ost
     if (p.X.size()) {
       const double T = double(p.X.cols());
       std::snprintf(line, sizeof line, "output_error |WX - QX^|^2/T %.6g\n",
-                    (p.W * p.X - Qd * p.Xhat).squaredNorm() / T);
+                    (Wd * p.X - Qd * p.Xhat).squaredNorm() / T);
       log << line;
       if (p.R.size()) {
         std::snprintf(line, sizeof line, "subblock_error |(R+WX) - (R^+QX^)|^2/T %.6g\n",
-                      ((p.R + p.W * p.X) - (p.Rhat + Qd * p.Xhat)).squaredNorm() / T);
+                      ((p.R + Wd * p.X) - (p.Rhat + Qd * p.Xhat)).squaredNorm() / T);
         log << line;
       }
     }
@@ -433,7 +444,7 @@ void solve_and_write(const Args& a, const Problem& p, const Grid& grid, std::ost
   w.add_matrix("zeros", out.zeros, loaq::io::DType::F32);
   w.add_vector("g_idx", out.g_idx, loaq::io::DType::I32);
   if (a.emit_target) {
-    if (!target.size()) target = p.W.cast<Scalar>();  // rtn/gptq/gptaq quantize W itself
+    if (!target.size()) target = p.W;  // rtn/gptq/gptaq quantize W itself
     w.add_matrix("target", target, loaq::io::DType::F32);
   }
   w.set_metadata("method", a.method);
@@ -441,7 +452,7 @@ void solve_and_write(const Args& a, const Problem& p, const Grid& grid, std::ost
 }
 
 template <class Scalar, int Bits>
-void run_bits(const Args& a, const Problem& p, std::ostream& log) {
+void run_bits(const Args& a, Problem<Scalar>& p, std::ostream& log) {
   if (a.grid == "signed") return solve_and_write(a, p, loaq::SignedSymmetricGrid<Scalar, Bits>(), log);
   if constexpr (Bits == 4)
     if (a.grid == "nf4" || a.grid == "e2m1")
@@ -450,7 +461,8 @@ void run_bits(const Args& a, const Problem& p, std::ostream& log) {
 }
 
 template <class Scalar>
-void run_scalar(const Args& a, const Problem& p, std::ostream& log) {
+void run_scalar(const Args& a, const loaq::io::SafetensorsReader& st, std::ostream& log) {
+  Problem<Scalar> p = load<Scalar>(a, st);
   switch (a.bits) {
     case 2: return run_bits<Scalar, 2>(a, p, log);
     case 3: return run_bits<Scalar, 3>(a, p, log);
@@ -469,9 +481,8 @@ inline void run(const Args& a, std::ostream& log) {
 #endif
   const auto t0 = std::chrono::steady_clock::now();
   const loaq::io::SafetensorsReader st(a.in);
-  const Problem p = load(a, st);
-  if (a.scalar == "double") run_scalar<double>(a, p, log);
-  else run_scalar<float>(a, p, log);
+  if (a.scalar == "double") run_scalar<double>(a, st, log);
+  else run_scalar<float>(a, st, log);
   char line[64];
   std::snprintf(line, sizeof line, "total %.4f s\n",
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -11,6 +11,7 @@
 #include "grid/activation.hpp"
 #include "stats/accumulator.hpp"
 #include "linalg/inverse_factor.hpp"
+#include "linalg/transpose.hpp"
 #include "rotate/hadamard.hpp"
 #include "solve/options.hpp"
 #include "solve/prepare.hpp"

@@ -2,8 +2,6 @@
 // arrays, tensors and keyword options into the plain calls below; this file maps buffers into
 // Eigen without copying, releases the GIL for every long computation and turns a failed
 // loaq::Report into the matching Python exception (loaq.LoaqError and its subclasses).
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -19,6 +17,8 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
+
+#include <loaq/linalg/transpose.hpp>
 
 #include "solve.hpp"
 
@@ -60,36 +60,6 @@ struct Mapped {
   const View<S>* get() const { return &*view; }
 };
 
-// Asks for transparent huge pages on a fresh, untouched allocation, so a large copy costs a few
-// hundred page faults instead of one per 4 KiB (a visible part of the copy).
-void advise_huge_pages(void* data, size_t bytes) {
-#ifdef MADV_HUGEPAGE
-  constexpr uintptr_t huge = uintptr_t(2) << 20;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + huge - 1) / huge * huge;
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / huge * huge;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)data, (void)bytes;
-#endif
-}
-
-// copy = the row-major rows × cols matrix at data (row stride rs): 8 × 8 register tiles, which
-// Eigen transposes in registers, walked in 256 × 256 blocks that stay in L2.
-template <class S>
-void transpose_rows(const S* data, Index rows, Index cols, Index rs, loaq::Matrix<S>& copy) {
-  constexpr Index B = 8, T = 256;
-  using Tile = Eigen::Matrix<S, B, B, Eigen::RowMajor>;
-  const Index rb = rows / B * B, cb = cols / B * B;
-  for (Index J = 0; J < cb; J += T)
-    for (Index I = 0; I < rb; I += T)
-      for (Index j0 = J; j0 < std::min(cb, J + T); j0 += B)
-        for (Index i0 = I; i0 < std::min(rb, I + T); i0 += B)
-          copy.template block<B, B>(i0, j0) =
-              Eigen::Map<const Tile, 0, Eigen::OuterStride<>>(data + i0 * rs + j0, Eigen::OuterStride<>(rs));
-  for (Index j = 0; j < cols; ++j)
-    for (Index i = (j < cb ? rb : 0); i < rows; ++i) copy(i, j) = data[i * rs + j];
-}
-
 template <class S>
 void map_matrix(const Array& a, const char* name, Mapped<S>& out, bool tokens_as_columns = false) {
   if (a.ndim() != 2) throw nb::value_error((std::string(name) + " must be 2-D").c_str());
@@ -105,9 +75,9 @@ void map_matrix(const Array& a, const char* name, Mapped<S>& out, bool tokens_as
     return;
   }
   out.copy.resize(rows, cols);
-  advise_huge_pages(out.copy.data(), size_t(out.copy.size()) * sizeof(S));
+  loaq::advise_huge_pages(out.copy.data(), size_t(out.copy.size()) * sizeof(S));
   if (cs == 1 && rs >= cols) {  // C order
-    transpose_rows(data, rows, cols, rs, out.copy);
+    loaq::copy_row_major_to_column_major(data, rows, cols, rs, out.copy.data(), rows);
   } else {
     constexpr Index tile = 64;
     for (Index j0 = 0; j0 < cols; j0 += tile)

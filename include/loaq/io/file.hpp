@@ -54,20 +54,28 @@ inline std::uint64_t read_bounded(std::istream& in, std::uint64_t want, std::vec
   return got;
 }
 
-// Writes `size` bytes to `path` atomically: into a new temporary file in the same folder
-// (path + ".tmp.<pid>.<n>"), flushed to disk, then renamed over `path`. A reader that has the
-// old file open keeps seeing the old contents, `path` is never left half written, and on any
-// failure the temporary is removed and `path` is untouched. An existing file's permission bits
-// are kept; a new file gets 0666 minus the umask. If `path` is a symbolic link, the link itself
-// is replaced by the new file.
-inline void write_file_atomic(const std::string& path, const void* data, std::size_t size) {
+// One contiguous piece of a file being written.
+struct ByteSpan {
+  const void* data;
+  std::size_t size;
+};
+
+// Writes the pieces, one after the other, to `path` atomically: into a new temporary file in the
+// same folder (path + ".tmp.<pid>.<n>"), flushed to disk, then renamed over `path`. A reader that
+// has the old file open keeps seeing the old contents, `path` is never left half written, and on
+// any failure the temporary is removed and `path` is untouched. An existing file's permission
+// bits are kept; a new file gets 0666 minus the umask. If `path` is a symbolic link, the link
+// itself is replaced by the new file. Pieces let a writer send a header and tensors from where
+// they already lie, with no copy into one buffer.
+inline void write_file_atomic(const std::string& path, const std::vector<ByteSpan>& pieces) {
   static std::atomic<unsigned long> counter{0};
 #if defined(_WIN32)
   const std::string tmp = path + ".tmp." + std::to_string(counter++);
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) throw format_error(path + ": cannot open for writing (temporary file " + tmp + ")");
-    f.write(static_cast<const char*>(data), std::streamsize(size));
+    for (const ByteSpan& piece : pieces)
+      f.write(static_cast<const char*>(piece.data), std::streamsize(piece.size));
     f.close();
     if (!f) {
       std::remove(tmp.c_str());
@@ -100,15 +108,17 @@ inline void write_file_atomic(const std::string& path, const void* data, std::si
   if (::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode) &&
       ::fchmod(fd, old.st_mode & 07777) != 0)
     fail("cannot copy the permissions of the existing file");
-  const char* p = static_cast<const char*>(data);
-  for (std::size_t left = size; left > 0;) {
-    const ::ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail("write failed");
+  for (const ByteSpan& piece : pieces) {
+    const char* p = static_cast<const char*>(piece.data);
+    for (std::size_t left = piece.size; left > 0;) {
+      const ::ssize_t n = ::write(fd, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        fail("write failed");
+      }
+      p += n;
+      left -= std::size_t(n);
     }
-    p += n;
-    left -= std::size_t(n);
   }
   if (::fsync(fd) != 0) fail("fsync failed");
   const int rc = ::close(fd);
@@ -124,6 +134,11 @@ inline void write_file_atomic(const std::string& path, const void* data, std::si
     ::close(dfd);
   }
 #endif
+}
+
+// The same for one buffer of `size` bytes.
+inline void write_file_atomic(const std::string& path, const void* data, std::size_t size) {
+  write_file_atomic(path, std::vector<ByteSpan>{{data, size}});
 }
 
 }  // namespace io

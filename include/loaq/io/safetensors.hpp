@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "error.hpp"
+#include "../linalg/transpose.hpp"
 #include "file.hpp"
 
 namespace loaq {
@@ -171,22 +172,22 @@ class SafetensorsReader {
                          std::to_string(t.shape.size()) + " dimensions");
     check_dim(name, 0, t.shape[0], rows);
     check_dim(name, 1, t.shape[1], cols);
-    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> M(t.shape[0], t.shape[1]);
+    const Index r = Index(t.shape[0]), c = Index(t.shape[1]);
+    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> M(r, c);
     // An empty tensor may declare a huge other axis: no loop over it.
     if (t.numel() == 0) return M;
-    // F32/F64 stored aligned (the usual case): one vectorized transposing cast, no copy.
+    // F32/F64 stored aligned (the usual case): one tiled transposing cast, no copy.
     const char* p = bytes_.data() + data_start_ + t.begin;
     if (t.dtype == DType::F32 && reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0) {
-      M = row_major<float>(p, t.shape[0], t.shape[1]).template cast<Scalar>();
+      copy_row_major_to_column_major(reinterpret_cast<const float*>(p), r, c, c, M.data(), r);
       return M;
     }
     if (t.dtype == DType::F64 && reinterpret_cast<std::uintptr_t>(p) % alignof(double) == 0) {
-      M = row_major<double>(p, t.shape[0], t.shape[1]).template cast<Scalar>();
+      copy_row_major_to_column_major(reinterpret_cast<const double*>(p), r, c, c, M.data(), r);
       return M;
     }
-    std::vector<Scalar> v = floats<Scalar>(name);
-    for (std::int64_t r = 0; r < t.shape[0]; ++r)
-      for (std::int64_t c = 0; c < t.shape[1]; ++c) M(r, c) = v[std::size_t(r * t.shape[1] + c)];
+    const std::vector<Scalar> v = floats<Scalar>(name);
+    copy_row_major_to_column_major(v.data(), r, c, c, M.data(), r);
     return M;
   }
 
@@ -235,11 +236,6 @@ class SafetensorsReader {
  private:
   using Index = Eigen::Index;
 
-  template <class T>
-  static Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>
-  row_major(const char* p, std::int64_t rows, std::int64_t cols) {
-    return {reinterpret_cast<const T*>(p), Index(rows), Index(cols)};
-  }
   template <class T>
   static T load(const char* p, std::size_t i) {
     T x;
@@ -395,30 +391,15 @@ class SafetensorsWriter {
   }
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
+  // The whole file in memory.
   std::vector<char> bytes() const {
-    nlohmann::json header = nlohmann::json::object();
-    if (!metadata_.empty()) header["__metadata__"] = metadata_;
-    std::size_t offset = 0;
-    for (auto& kv : entries_) {
-      header[kv.first] = {{"dtype", dtype_name(kv.second.dtype)},
-                          {"shape", kv.second.shape},
-                          {"data_offsets", {offset, offset + kv.second.bytes.size()}}};
-      offset += kv.second.bytes.size();
-    }
-    std::string h;
-    try {
-      h = header.dump();
-    } catch (const nlohmann::json::exception& e) {
-      // Names and metadata must be valid UTF-8 (JSON).
-      throw format_error(std::string("safetensors: cannot encode the header (") + e.what() + ")");
-    }
-    while (h.size() % 8) h.push_back(' ');
+    const std::vector<char> head = header();
+    std::size_t size = head.size();
+    for (auto& kv : entries_) size += kv.second.bytes.size();
     // Sized once and filled with memcpy (vector::insert here trips GCC 12's -Wstringop-overread).
-    std::vector<char> out(8 + h.size() + offset);
-    const std::uint64_t n = h.size();
-    for (int i = 0; i < 8; ++i) out[std::size_t(i)] = char((n >> (8 * i)) & 0xff);
-    std::memcpy(out.data() + 8, h.data(), h.size());
-    std::size_t at = 8 + h.size();
+    std::vector<char> out(size);
+    std::memcpy(out.data(), head.data(), head.size());
+    std::size_t at = head.size();
     for (auto& kv : entries_) {
       if (!kv.second.bytes.empty())
         std::memcpy(out.data() + at, kv.second.bytes.data(), kv.second.bytes.size());
@@ -427,10 +408,13 @@ class SafetensorsWriter {
     return out;
   }
   // Atomic: written to a temporary file in the same folder, flushed, then renamed over `path`
-  // (write_file_atomic), so `path` is never half written and may be the file being read.
+  // (write_file_atomic), so `path` is never half written and may be the file being read. The
+  // tensors go out from where they lie, without being gathered into one buffer first.
   void write(const std::string& path) const {
-    const std::vector<char> b = bytes();
-    write_file_atomic(path, b.data(), b.size());
+    const std::vector<char> head = header();
+    std::vector<ByteSpan> pieces{{head.data(), head.size()}};
+    for (auto& kv : entries_) pieces.push_back({kv.second.bytes.data(), kv.second.bytes.size()});
+    write_file_atomic(path, pieces);
   }
 
  private:
@@ -439,12 +423,41 @@ class SafetensorsWriter {
     std::vector<std::int64_t> shape;
     std::vector<char> bytes;
   };
+  // The 8-byte header length and the JSON header, padded to 8 bytes.
+  std::vector<char> header() const {
+    nlohmann::json json = nlohmann::json::object();
+    if (!metadata_.empty()) json["__metadata__"] = metadata_;
+    std::size_t offset = 0;
+    for (auto& kv : entries_) {
+      json[kv.first] = {{"dtype", dtype_name(kv.second.dtype)},
+                        {"shape", kv.second.shape},
+                        {"data_offsets", {offset, offset + kv.second.bytes.size()}}};
+      offset += kv.second.bytes.size();
+    }
+    std::string h;
+    try {
+      h = json.dump();
+    } catch (const nlohmann::json::exception& e) {
+      // Names and metadata must be valid UTF-8 (JSON).
+      throw format_error(std::string("safetensors: cannot encode the header (") + e.what() + ")");
+    }
+    while (h.size() % 8) h.push_back(' ');
+    std::vector<char> out(8 + h.size());
+    const std::uint64_t n = h.size();
+    for (int i = 0; i < 8; ++i) out[std::size_t(i)] = char((n >> (8 * i)) & 0xff);
+    std::memcpy(out.data() + 8, h.data(), h.size());
+    return out;
+  }
+  // M's entries row by row as T: a column-major m × n matrix read row by row is its n × m
+  // transpose, so one tiled transposing cast writes the bytes.
   template <class T, class Derived>
   static std::vector<char> row_major_bytes(const Eigen::MatrixBase<Derived>& M) {
-    const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> R =
-        M.template cast<T>();
-    std::vector<char> b(std::size_t(R.size()) * sizeof(T));
-    if (!b.empty()) std::memcpy(b.data(), R.data(), b.size());
+    using S = typename Derived::Scalar;
+    const Eigen::Ref<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>> cm(M.derived());
+    std::vector<char> b(std::size_t(M.size()) * sizeof(T));
+    if (!b.empty())
+      copy_row_major_to_column_major(cm.data(), cm.cols(), cm.rows(), cm.outerStride(),
+                                     reinterpret_cast<T*>(b.data()), cm.cols());
     return b;
   }
   template <class T>

@@ -188,7 +188,7 @@ class InverseFactor {
     if (H.rows() != H.cols())
       return fail(Status::ShapeMismatch, "Hessian must be square, got " + std::to_string(H.rows()) +
                                              "×" + std::to_string(H.cols()));
-    if (!H.allFinite())
+    if (!internal::all_finite(H))
       return fail(Status::NonFiniteInput,
                   "Hessian holds NaN or Inf; check the calibration activations");
     if (!(policy.percdamp >= 0) || !std::isfinite(policy.percdamp) || !(policy.growth > 1) ||
@@ -210,8 +210,11 @@ class InverseFactor {
       if (!std::isfinite(lambda0)) break;
       const int k1 = internal::log4_near(mean0 + lambda0);
       // A = J·(H/4^k0 + λ0·I)·J / 4^k1, every scaling an exact power of two.
-      upper_ = H.reverse().template cast<double>().unaryExpr([&](double x) {
-                 return internal::scale_pow4(internal::scale_pow4(x, k0), k1);
+      // x·4^−k0·4^−k1 as four exact multiplications by 2^−k0, 2^−k0, 2^−k1, 2^−k1 (scale_pow4
+      // twice, with the powers computed once rather than per entry).
+      const double h0 = std::ldexp(1.0, -k0), h1 = std::ldexp(1.0, -k1);
+      upper_ = H.reverse().template cast<double>().unaryExpr([h0, h1](double x) {
+                 return x * h0 * h0 * h1 * h1;
                }).template cast<Scalar>();
       for (Index i = 0; i < n; ++i)
         upper_(i, i) = Scalar(internal::scale_pow4(
@@ -222,7 +225,7 @@ class InverseFactor {
         internal::invert_lower_inplace(upper_);
         upper_.template triangularView<Eigen::StrictlyUpper>().setZero();
         upper_.reverseInPlace();  // J L'⁻¹ J is upper triangular
-        if (upper_.allFinite()) {
+        if (internal::all_finite(upper_)) {
           damping_ = percdamp * mean_diag;
           relative_damping_ = percdamp;
           log4_scale_ = k0 + k1;

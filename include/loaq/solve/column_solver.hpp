@@ -72,7 +72,7 @@ Report check_columns_input(const Eigen::MatrixBase<Derived>& W,
                             std::to_string(prep.perm.size()) + "×" +
                             std::to_string(prep.perm.size()));
   if (auto r = check_options(opt, n); !r.ok()) return r;
-  if (!W.allFinite())
+  if (!internal::all_finite(W))
     return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   if (P && (P->rows() != n || P->cols() != n))
     return Report::fail(Status::ShapeMismatch, "asymmetric correction must be n × n");
@@ -166,7 +166,7 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   if (prep.permuted()) W = W(Eigen::all, perm).eval();
 
   const Mat& U = prep.upper;
-  if (!U.allFinite())
+  if (!internal::all_finite(U))
     return Report::fail(Status::OutOfRange,
                         "the inverse factor does not fit the solver's scalar (the damped Hessian "
                         "is too ill-conditioned): raise percdamp or solve in double");

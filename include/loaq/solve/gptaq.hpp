@@ -52,16 +52,18 @@ Report gptaq_solve(WArg&& W, const Eigen::MatrixBase<DH>& H, const Eigen::Matrix
   if (H.rows() != n || H.cols() != n || dXXT.rows() != n || dXXT.cols() != n)
     return Report::fail(Status::ShapeMismatch, "Hessian and dXXT must be n × n with n = " +
                                                    std::to_string(n) + " weight columns");
-  if (!dXXT.allFinite()) return Report::fail(Status::NonFiniteInput, "dXXT holds NaN or Inf");
+  if (!internal::all_finite(dXXT))
+    return Report::fail(Status::NonFiniteInput, "dXXT holds NaN or Inf");
   if (!std::isfinite(alpha)) return Report::fail(Status::InvalidArgument, "alpha must be finite");
   if (auto r = check_options(options, n); !r.ok()) return r;
-  if (!W.allFinite()) return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
+  if (!internal::all_finite(W))
+    return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   PreparedHessian<Scalar> prep;
   if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
     return r;
   if (alpha == 0) return solve_columns(std::forward<WArg>(W), prep, grid, options, nullptr, out, diag);
   const Matrix<Scalar> P = gptaq_correction(dXXT, prep, alpha);
-  if (!P.allFinite())
+  if (!internal::all_finite(P))
     return Report::fail(Status::OutOfRange,
                         "GPTAQ's correction overflowed: dXXT is far larger than the Hessian (are "
                         "both from the same calibration tokens and scaling?)");

@@ -20,7 +20,8 @@ Report gptq_solve(WArg&& W, const Eigen::MatrixBase<DH>& H, const Grid& grid,
                             " weight columns, got " + std::to_string(H.rows()) + "×" +
                             std::to_string(H.cols()));
   if (auto r = check_options(options, W.cols()); !r.ok()) return r;
-  if (!W.allFinite()) return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
+  if (!internal::all_finite(W))
+    return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   PreparedHessian<typename Grid::Scalar> prep;
   if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
     return r;

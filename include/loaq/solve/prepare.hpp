@@ -62,7 +62,7 @@ Report prepare_hessian(const Eigen::MatrixBase<Derived>& H_in, bool act_order,
   out = PreparedHessian<Scalar>{};
   if (H_in.rows() != H_in.cols())
     return Report::fail(Status::ShapeMismatch, "Hessian must be square");
-  if (!H_in.allFinite())
+  if (!internal::all_finite(H_in))
     return Report::fail(Status::NonFiniteInput,
                         "Hessian holds NaN or Inf; check the calibration activations");
   if (Report r = internal::check_symmetric(H_in); !r.ok()) return r;

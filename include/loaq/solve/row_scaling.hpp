@@ -88,6 +88,8 @@ class RowScaling {
         if (zeros_are_offsets)
           q.zeros.row(r) = q.zeros.row(r).unaryExpr([e](Scalar x) { return std::ldexp(x, e); });
       }
+    // Checked whole in storage order first; only a failure walks the rows to name one.
+    if (internal::all_finite(q.weight) && internal::all_finite(q.scales)) return Report::success();
     for (Index r = 0; r < q.weight.rows(); ++r)
       if (!q.weight.row(r).allFinite() || !q.scales.row(r).allFinite())
         return Report::fail(Status::OutOfRange,

@@ -20,7 +20,8 @@ Report rtn(const Eigen::MatrixBase<DW>& W, const Grid& grid, int group_size,
   opt.search = search;
   if (auto r = internal::check_options(opt, n); !r.ok()) return r;
   if (auto r = internal::check_grid(grid); !r.ok()) return r;
-  if (!W.allFinite()) return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
+  if (!internal::all_finite(W))
+    return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   internal::RowScaling<Scalar> rows_scale;
   if (auto r = rows_scale.fit(W); !r.ok()) return r;
   const Index g = group_size > 0 ? group_size : std::max<Index>(n, 1);

@@ -81,13 +81,14 @@ Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>&
   if (!std::isfinite(weights.alpha) || !std::isfinite(weights.beta))
     return Report::fail(Status::InvalidArgument, "alpha and beta must be finite");
   if (auto r = internal::check_options(options, n); !r.ok()) return r;
-  if (!W.allFinite()) return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
+  if (!internal::all_finite(W))
+    return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   PreparedHessian<typename Grid::Scalar> prep;
   if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
     return r;
   Matrix<typename Grid::Scalar> Wt =
       closed_form_target<typename Grid::Scalar>(W, C, G, prep, weights);
-  if (!Wt.allFinite())
+  if (!internal::all_finite(Wt))
     return Report::fail(Status::NonFiniteInput,
                         "target overflowed; the statistics are badly scaled or the Hessian is "
                         "nearly singular (raise percdamp)");
