@@ -18,8 +18,9 @@ cmake --build build/release -j "$jobs"
 
 echo "== ASan + UBSan tests"
 # Line tables only (-g1): reports keep file:line, and the Eigen-heavy tests compile ~30% faster
-# with objects a quarter of the size.
-cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
+# with objects a quarter of the size. -O1 (what the ASan documentation suggests) compiles another
+# ~30% faster than -O2; the sanitized suites still run in a minute or two.
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
   -DLOAQ_SANITIZE=ON -DLOAQ_BUILD_BENCH=OFF -DLOAQ_BUILD_EXAMPLES=OFF "${launcher[@]}" >/dev/null
 cmake --build build/asan -j "$jobs" --target loaq_tests loaq_model_tests
 (cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure)
