@@ -1,5 +1,6 @@
 // SIMD kernels against their generic fallback, and results that do not depend on the thread
-// count (rows of the column loop and panels of the SYRK are fixed, only their spread varies).
+// count (rows of the column loop, panels of the SYRK and tasks of the inverse factor are fixed,
+// only their spread over threads varies).
 #include <doctest/doctest.h>
 
 #include <loaq/simd/quantize.hpp>
@@ -127,6 +128,29 @@ TEST_CASE_TEMPLATE("GPTQ and GPTAQ give bit-identical results for any thread cou
   const auto a1 = with_threads(1, gptaq), a2 = with_threads(2, gptaq);
   CHECK(a1.weight == a2.weight);
   CHECK(a1.codes == a2.codes);
+}
+
+TEST_CASE_TEMPLATE("The inverse factor is bit-identical for any thread count", Scalar, float,
+                   double) {
+  // n above the recursion leaf (256) and not a multiple of the 256-row tasks, so the threaded
+  // triangular solve, rank update and triangular product all split unevenly.
+  std::mt19937 rng(8);
+  const Index n = 700;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 2 * n, rng);
+  const loaq::Matrix<Scalar> H = (X * X.transpose()).cast<Scalar>();
+  auto factor = [&] {
+    loaq::InverseFactor<Scalar> f;
+    f.compute(H);
+    REQUIRE(f.info() == loaq::Status::Success);
+    return loaq::Matrix<Scalar>(f.upper());
+  };
+  const loaq::Matrix<Scalar> one = with_threads(1, factor);
+  CHECK(one == with_threads(2, factor));
+  CHECK(one == with_threads(3, factor));
+  // And it is the factor: UᵀU·(H + λI)·4^−k = I to rounding.
+  loaq::InverseFactor<Scalar> f;
+  f.compute(H);
+  CHECK(f.residual(H) < (std::is_same<Scalar, float>::value ? 1e-3 : 1e-10));
 }
 
 TEST_CASE("The Hessian accumulation is bit-identical for any thread count") {

@@ -24,6 +24,62 @@ using StridedRef = Eigen::Ref<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
 
 // Below this size the recursion hands over to Eigen's blocked Cholesky.
 constexpr Index kRecursionLeaf = 256;
+// Rows (or columns) per task of the threaded triangular kernels below: a function of nothing but
+// the shapes, and every task is one serial Eigen kernel, so the factor is bit-identical for any
+// thread count. (Eigen threads only its GEMM, not triangular solves, products or rank updates.)
+constexpr Index kFactorPanel = 256;
+
+// X ← X·L⁻ᵀ for lower-triangular L (TRSM): the rows of X are independent.
+template <class Scalar>
+void solve_right_lower_transposed(const StridedRef<Scalar>& L, StridedRef<Scalar> X) {
+  const Index rows = X.rows(), tasks = (rows + kFactorPanel - 1) / kFactorPanel;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+  for (Index t = 0; t < tasks; ++t) {
+    const Index r0 = t * kFactorPanel;
+    auto panel = X.middleRows(r0, std::min(kFactorPanel, rows - r0));
+    L.adjoint().template triangularView<Eigen::Upper>().template solveInPlace<Eigen::OnTheRight>(
+        panel);
+  }
+}
+
+// The lower triangle of C ← C − A·Aᵀ (SYRK) in column blocks: a block's diagonal part is a rank
+// update, the rest of its columns below it one GEMM. Blocks shrink down the diagonal, so they
+// are handed out dynamically.
+template <class Scalar>
+void rank_update_lower(StridedRef<Scalar> C, const StridedRef<Scalar>& A) {
+  const Index n = C.rows(), tasks = (n + kFactorPanel - 1) / kFactorPanel;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+  for (Index t = 0; t < tasks; ++t) {
+    const Index j0 = t * kFactorPanel, w = std::min(kFactorPanel, n - j0), below = n - j0 - w;
+    C.block(j0, j0, w, w).template selfadjointView<Eigen::Lower>().rankUpdate(A.middleRows(j0, w),
+                                                                              Scalar(-1));
+    if (below > 0)
+      C.block(j0 + w, j0, below, w).noalias() -=
+          A.middleRows(j0 + w, below) * A.middleRows(j0, w).adjoint();
+  }
+}
+
+// Y ← L·B for lower-triangular L (TRMM) in row panels: rows [r0, r1) of L·B are the dense
+// L(r0:r1, 0:r0)·B(0:r0) plus the triangular L(r0:r1, r0:r1)·B(r0:r1).
+template <class Scalar>
+void multiply_lower(const StridedRef<Scalar>& L, const StridedRef<Scalar>& B, Matrix<Scalar>& Y) {
+  const Index n = L.rows(), tasks = (n + kFactorPanel - 1) / kFactorPanel;
+  Y.resize(n, B.cols());
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+  for (Index t = tasks - 1; t >= 0; --t) {  // the longest rows first
+    const Index r0 = t * kFactorPanel, h = std::min(kFactorPanel, n - r0);
+    auto y = Y.middleRows(r0, h);
+    y.noalias() = L.block(r0, r0, h, h).template triangularView<Eigen::Lower>() *
+                  B.middleRows(r0, h);
+    if (r0 > 0) y.noalias() += L.block(r0, 0, h, r0) * B.topRows(r0);
+  }
+}
 
 // Recursive halving: the trailing update is one large SYRK (k = n/2) instead of Eigen's rank-128
 // steps. Returns −1 on success, else the first pivot that is not positive.
@@ -35,9 +91,8 @@ Index cholesky_lower_recursive(StridedRef<Scalar> A) {
   StridedRef<Scalar> A11 = A.topLeftCorner(n1, n1), A21 = A.bottomLeftCorner(n2, n1),
                      A22 = A.bottomRightCorner(n2, n2);
   if (const Index p = cholesky_lower_recursive<Scalar>(A11); p >= 0) return p;
-  A11.adjoint().template triangularView<Eigen::Upper>().template solveInPlace<Eigen::OnTheRight>(
-      A21);  // L21 = A21·L11⁻ᵀ
-  A22.template selfadjointView<Eigen::Lower>().rankUpdate(A21, Scalar(-1));
+  solve_right_lower_transposed<Scalar>(A11, A21);  // L21 = A21·L11⁻ᵀ
+  rank_update_lower<Scalar>(A22, A21);
   const Index p = cholesky_lower_recursive<Scalar>(A22);
   return p >= 0 ? p + n1 : -1;
 }
@@ -54,9 +109,8 @@ void invert_lower_blocked(StridedRef<Scalar> A) {
     const Index jb = std::min(nb, n - j), rest = n - j - jb;
     auto L11 = A.block(j, j, jb, jb);
     if (rest > 0) {
-      auto L21 = A.block(j + jb, j, rest, jb);
-      tmp.noalias() = A.block(j + jb, j + jb, rest, rest).template triangularView<Eigen::Lower>() *
-                      L21;
+      StridedRef<Scalar> L21 = A.block(j + jb, j, rest, jb);
+      multiply_lower<Scalar>(A.block(j + jb, j + jb, rest, rest), L21, tmp);
       L11.template triangularView<Eigen::Lower>().template solveInPlace<Eigen::OnTheRight>(tmp);
       L21 = -tmp;
     }
