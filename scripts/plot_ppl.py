@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""Perplexity against bits per weight, for every method and model, from loaq-ppl-table tables.
+
+    /usr/bin/python3 scripts/plot_ppl.py --out ppl.png \\
+        --model SmolLM2-135M seed0.md seed1.md seed2.md [--model Qwen2.5-0.5B ...]
+
+Each FILE is what `loaq-ppl-table --table-out FILE` wrote. Rows of one model with the same method
+and setting in several files are runs over calibration seeds: the point is their mean, the error
+bar their full range (min to max). A method's hyper-parameters in parentheses ("loaq (alpha 0.5,
+beta 0.5)") are not part of its name, since each seed may select its own. Bits per weight count
+the grid parameters: b + 16/g per weight for a symmetric grid (an fp16 scale per group of g) and
+b + (16 + b)/g for an asymmetric one (and a b-bit zero), b for per-row parameters; the FP model
+is drawn as a dashed line. Needs matplotlib (Debian: apt-get install python3-matplotlib).
+Prints the aggregated table it drew.
+"""
+import argparse
+import re
+import statistics
+import sys
+
+SETTING = re.compile(r"^W(\d+)(?:A\d+)? g(-?\d+)( sym)?")
+
+
+def read_table(path):
+    """(method, setting, perplexity) of every row of the main table of one --table-out file."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if not lines or not lines[0].startswith("| method | setting | perplexity"):
+        raise SystemExit(f"plot_ppl: {path} does not start with loaq-ppl-table's main table")
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break  # the main table ends at the first line that is not a row
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        method = re.sub(r"\s*\(.*\)$", "", cells[0])
+        try:
+            ppl = float(cells[2])
+        except ValueError:
+            raise SystemExit(f"plot_ppl: {path}: perplexity '{cells[2]}' is not a number")
+        rows.append((method, cells[1], ppl))
+    return rows
+
+
+def bits_per_weight(setting):
+    m = SETTING.match(setting)
+    if not m:
+        return None
+    bits, group, sym = int(m.group(1)), int(m.group(2)), bool(m.group(3))
+    if group <= 0:
+        return float(bits)
+    return bits + (16 if sym else 16 + bits) / group
+
+
+def aggregate(files):
+    """{(method, setting): [ppl, ...]} over the files of one model."""
+    runs = {}
+    for path in files:
+        for method, setting, ppl in read_table(path):
+            runs.setdefault((method, setting), []).append(ppl)
+    return runs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", nargs="+", action="append", required=True,
+                    metavar=("NAME", "FILE"), help="a model's name and its table files")
+    ap.add_argument("--out", required=True, help="the image to write (.png, .svg, .pdf)")
+    args = ap.parse_args()
+    models = []
+    for group in args.model:
+        if len(group) < 2:
+            ap.error("--model needs a name and at least one table file")
+        models.append((group[0], aggregate(group[1:])))
+
+    print("| model | method | setting | bits/weight | runs | mean perplexity | min | max |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, runs in models:
+        for (method, setting), ppl in sorted(runs.items()):
+            bpw = bits_per_weight(setting)
+            print(f"| {name} | {method} | {setting} | {'-' if bpw is None else f'{bpw:.3f}'} | "
+                  f"{len(ppl)} | {statistics.mean(ppl):.3f} | {min(ppl):.3f} | {max(ppl):.3f} |")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, (name, runs) in zip(axes[0], models):
+        methods = sorted({m for m, _ in runs if m != "fp"})
+        for method in methods:
+            points = sorted((bits_per_weight(s), ppl) for (m, s), ppl in runs.items()
+                            if m == method and bits_per_weight(s) is not None)
+            if not points:
+                continue
+            x = [p[0] for p in points]
+            mean = [statistics.mean(p[1]) for p in points]
+            low = [m - min(p[1]) for m, p in zip(mean, points)]
+            high = [max(p[1]) - m for m, p in zip(mean, points)]
+            ax.errorbar(x, mean, yerr=[low, high], marker="o", capsize=3, label=method)
+        fp = [ppl for (m, _), ppl in runs.items() if m == "fp"]
+        if fp:
+            ax.axhline(statistics.mean(sum(fp, [])), color="gray", linestyle="--", label="fp")
+        ax.set_yscale("log")
+        ax.set_xlabel("bits per weight (grid parameters included)")
+        ax.set_ylabel("perplexity (log scale)")
+        ax.set_title(name)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
