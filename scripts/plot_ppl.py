@@ -14,6 +14,7 @@ is drawn as a dashed line. Needs matplotlib (Debian: apt-get install python3-mat
 Prints the aggregated table it drew.
 """
 import argparse
+import math
 import re
 import statistics
 import sys
@@ -24,8 +25,11 @@ SETTING = re.compile(r"^W(\d+)(?:A\d+)? g(-?\d+)( sym)?")
 def read_table(path):
     """(method, setting, perplexity) of every row of the main table of one --table-out file."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"plot_ppl: cannot read {path}: {e}")
     if not lines or not lines[0].startswith("| method | setting | perplexity"):
         raise SystemExit(f"plot_ppl: {path} does not start with loaq-ppl-table's main table")
     for line in lines[2:]:
@@ -35,8 +39,11 @@ def read_table(path):
         method = re.sub(r"\s*\(.*\)$", "", cells[0])
         try:
             ppl = float(cells[2])
-        except ValueError:
-            raise SystemExit(f"plot_ppl: {path}: perplexity '{cells[2]}' is not a number")
+        except (ValueError, IndexError):
+            raise SystemExit(f"plot_ppl: {path}: row '{line}' has no numeric perplexity")
+        if not math.isfinite(ppl) or ppl <= 0:
+            raise SystemExit(f"plot_ppl: {path}: perplexity {cells[2]} of '{cells[0]}' "
+                             f"{cells[1]} is not a finite positive number (a diverged run?)")
         rows.append((method, cells[1], ppl))
     return rows
 

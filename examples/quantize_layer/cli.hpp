@@ -263,10 +263,12 @@ inline Args parse(const std::vector<std::string>& argv) {
 }
 
 // Everything the solve needs, read and validated once. W is read straight into the solver's
-// scalar (the file's values are exact in it), so a float solve holds no double copy of W.
-template <class Scalar>
+// scalar when the file's values are exact in it (so a float solve holds no double copy of W);
+// an F64 weight for a float solve stays double, so magnitudes beyond float's range reach the
+// solver's row rescaling instead of turning into 0 or Inf on the way in.
+template <class WScalar>
 struct Problem {
-  loaq::Matrix<Scalar> W;
+  loaq::Matrix<WScalar> W;
   Eigen::MatrixXd H;                    // the (plain) Hessian of x̂
   Eigen::MatrixXd Xhat, X, Rhat, R;     // token streams, when the file has them (width × T)
   const Eigen::MatrixXd* C = nullptr;   // input cross term
@@ -367,26 +369,28 @@ Problem<Scalar> load(const Args& a, const loaq::io::SafetensorsReader& st) {
   return p;
 }
 
-template <class Grid>
-void solve_and_write(const Args& a, Problem<typename Grid::Scalar>& p, const Grid& grid,
-                     std::ostream& log) {
+template <class Grid, class WScalar>
+void solve_and_write(const Args& a, Problem<WScalar>& p, const Grid& grid, std::ostream& log) {
   using Scalar = typename Grid::Scalar;
   loaq::QuantizedWeight<Scalar> out;
   loaq::SolveDiagnostics diag;
   loaq::Matrix<Scalar> target;
   const Eigen::Index m = p.W.rows(), n = p.W.cols();
   // Unless W is needed afterwards, GPTQ and GPTAQ solve in its storage (one m × n copy fewer).
-  const bool keep_weight = a.emit_target || a.report_errors;
+  const bool keep_weight =
+      a.emit_target || a.report_errors || !std::is_same<WScalar, Scalar>::value;
   const auto t0 = std::chrono::steady_clock::now();
   loaq::Report r;
   if (a.method == "rtn") {
     r = loaq::rtn(p.W, grid, a.opt.group_size, a.opt.search, out);
   } else if (a.method == "gptq") {
-    r = keep_weight ? loaq::gptq(p.W, p.H, grid, a.opt, out, &diag)
-                    : loaq::gptq(std::move(p.W), p.H, grid, a.opt, out, &diag);
+    if constexpr (std::is_same<WScalar, Scalar>::value)
+      if (!keep_weight) r = loaq::gptq(std::move(p.W), p.H, grid, a.opt, out, &diag);
+    if (keep_weight) r = loaq::gptq(p.W, p.H, grid, a.opt, out, &diag);
   } else if (a.method == "gptaq") {
-    r = keep_weight ? loaq::gptaq(p.W, p.H, *p.C, grid, a.opt, a.alpha, out, &diag)
-                    : loaq::gptaq(std::move(p.W), p.H, *p.C, grid, a.opt, a.alpha, out, &diag);
+    if constexpr (std::is_same<WScalar, Scalar>::value)
+      if (!keep_weight) r = loaq::gptaq(std::move(p.W), p.H, *p.C, grid, a.opt, a.alpha, out, &diag);
+    if (keep_weight) r = loaq::gptaq(p.W, p.H, *p.C, grid, a.opt, a.alpha, out, &diag);
   } else {
     const loaq::TargetWeights tw{a.alpha, a.method == "qep" ? 0.0 : a.beta};
     r = loaq::solve_target(p.W, p.H, p.C, a.method == "qep" ? nullptr : p.G, tw, grid, a.opt, out,
@@ -437,6 +441,17 @@ void solve_and_write(const Args& a, Problem<typename Grid::Scalar>& p, const Gri
     }
   }
 
+  // The file holds F32: a double solve whose values exceed float's range is refused, never
+  // written as Inf.
+  auto fits_f32 = [](const char* name, const auto& x) {
+    if (x.size() && !(double(x.cwiseAbs().maxCoeff()) <= double(std::numeric_limits<float>::max())))
+      throw input_error(std::string(name) + " reaches " + std::to_string(double(x.cwiseAbs().maxCoeff())) +
+                        ", beyond the F32 output file's range; rescale the layer");
+  };
+  fits_f32("the quantized weight", out.weight);
+  fits_f32("a scale", out.scales);
+  fits_f32("a zero", out.zeros);
+  if (a.emit_target && target.size()) fits_f32("the target W*", target);
   loaq::io::SafetensorsWriter w;
   w.add_matrix("weight", out.weight, loaq::io::DType::F32);
   w.add_matrix("codes", out.codes, loaq::io::DType::U8);
@@ -444,15 +459,15 @@ void solve_and_write(const Args& a, Problem<typename Grid::Scalar>& p, const Gri
   w.add_matrix("zeros", out.zeros, loaq::io::DType::F32);
   w.add_vector("g_idx", out.g_idx, loaq::io::DType::I32);
   if (a.emit_target) {
-    if (!target.size()) target = p.W;  // rtn/gptq/gptaq quantize W itself
+    if (!target.size()) target = p.W.template cast<Scalar>();  // rtn/gptq/gptaq quantize W itself
     w.add_matrix("target", target, loaq::io::DType::F32);
   }
   w.set_metadata("method", a.method);
   w.write(a.out);
 }
 
-template <class Scalar, int Bits>
-void run_bits(const Args& a, Problem<Scalar>& p, std::ostream& log) {
+template <class Scalar, int Bits, class WScalar>
+void run_bits(const Args& a, Problem<WScalar>& p, std::ostream& log) {
   if (a.grid == "signed") return solve_and_write(a, p, loaq::SignedSymmetricGrid<Scalar, Bits>(), log);
   if constexpr (Bits == 4)
     if (a.grid == "nf4" || a.grid == "e2m1")
@@ -460,9 +475,8 @@ void run_bits(const Args& a, Problem<Scalar>& p, std::ostream& log) {
   solve_and_write(a, p, loaq::UniformGrid<Scalar, Bits>(a.sym), log);
 }
 
-template <class Scalar>
-void run_scalar(const Args& a, const loaq::io::SafetensorsReader& st, std::ostream& log) {
-  Problem<Scalar> p = load<Scalar>(a, st);
+template <class Scalar, class WScalar>
+void run_problem(const Args& a, Problem<WScalar>& p, std::ostream& log) {
   switch (a.bits) {
     case 2: return run_bits<Scalar, 2>(a, p, log);
     case 3: return run_bits<Scalar, 3>(a, p, log);
@@ -472,6 +486,18 @@ void run_scalar(const Args& a, const loaq::io::SafetensorsReader& st, std::ostre
     case 7: return run_bits<Scalar, 7>(a, p, log);
     default: return run_bits<Scalar, 8>(a, p, log);
   }
+}
+
+template <class Scalar>
+void run_scalar(const Args& a, const loaq::io::SafetensorsReader& st, std::ostream& log) {
+  const bool f64_weight =
+      st.contains("weight") && st.info("weight").dtype == loaq::io::DType::F64;
+  if (!std::is_same<Scalar, double>::value && f64_weight) {
+    Problem<double> p = load<double>(a, st);
+    return run_problem<Scalar>(a, p, log);
+  }
+  Problem<Scalar> p = load<Scalar>(a, st);
+  run_problem<Scalar>(a, p, log);
 }
 
 // Reads, solves, writes; throws usage_error, input_error or loaq::io::format_error.

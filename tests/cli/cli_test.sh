@@ -94,6 +94,11 @@ for f in h_1e80 h_1e-100 w_1e30 w_3e38; do
     else bad "$f $m: rc=$rc $(cat "$tmp/log")"; fi
   done
 done
+expect_err "row 1 reaches" "$Q" --in "$tmp/w64_1e300.st" --out "$tmp/x.st"
+expect_err "beyond the F32 output" "$Q" --in "$tmp/w64_1e300.st" --out "$tmp/x.st" --scalar double
+[ -e "$tmp/x.st" ] && bad "an output was written for a result F32 cannot hold" || ok
+expect_ok "$Q" --in "$tmp/w64_1e-40.st" --out "$tmp/o.st"
+finite "$tmp/o.st" && ok || bad "F64 1e-40 row: non-finite output"
 expect_ok "$Q" --in "$tmp/h_1e80.st" --out "$tmp/o.st" --damp 1e80
 finite "$tmp/o.st" && ok || bad "--damp 1e80: non-finite output"
 

@@ -45,6 +45,16 @@ def main(out):
     for j in range(n):
         big[3 * n + j] = 1e30 * (1 + j / n)
     write(out + "/w_1e30.st", {"weight": ("F32", [m, n], big), "hessian": ("F64", [n, n], H)})
+    # F64 weights beyond float's range: a float solve must see them as they are (the row is
+    # rescaled, or refused by name), not as 0 or Inf after a conversion on reading.
+    huge = list(W)
+    for j in range(n):
+        huge[n + j] = 1e300 * (1 + j / n)
+    write(out + "/w64_1e300.st", {"weight": ("F64", [m, n], huge), "hessian": ("F64", [n, n], H)})
+    tiny = list(W)
+    for j in range(n):
+        tiny[n + j] = 1e-40 * (1 + j / n)
+    write(out + "/w64_1e-40.st", {"weight": ("F64", [m, n], tiny), "hessian": ("F64", [n, n], H)})
     asym = list(H)
     asym[3 * n + 9] += 0.5 * abs(H[3 * n + 3])
     write(out + "/asym.st", {"weight": ("F32", [m, n], W), "hessian": ("F64", [n, n], asym)})

@@ -35,4 +35,10 @@ echo "not a table" >"$tmp/bad.md"
 if "$py" "$src/scripts/plot_ppl.py" --out "$tmp/x.png" --model A "$tmp/bad.md" >"$tmp/bad.log" 2>&1; then fail "accepted a file that is not a table"; fi
 grep -q "plot_ppl: .*bad.md" "$tmp/bad.log" || fail "no message naming the bad file"
 [[ -e $tmp/x.png ]] && fail "wrote an image from a bad file"
+table "$tmp/nan.md" "gptq|W2 g64|nan"
+if "$py" "$src/scripts/plot_ppl.py" --out "$tmp/y.png" --model A "$tmp/nan.md" >"$tmp/bad.log" 2>&1; then fail "accepted a NaN perplexity"; fi
+grep -q "not a finite positive number" "$tmp/bad.log" || fail "no message for a NaN perplexity"
+if "$py" "$src/scripts/plot_ppl.py" --out "$tmp/y.png" --model A "$tmp/missing.md" >"$tmp/bad.log" 2>&1; then fail "accepted a missing file"; fi
+grep -q "cannot read .*missing.md" "$tmp/bad.log" || fail "no message for a missing file"
+[[ -e $tmp/y.png ]] && fail "wrote an image from bad input"
 echo "plot_ppl_test: all checks passed"
