@@ -1,6 +1,7 @@
 // Shared helpers for the test suite: reference-vector loading, random problems, code matching.
 #pragma once
 
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -11,7 +12,11 @@
 
 namespace loaq_test {
 
-inline std::string data_path(const std::string& rel) { return std::string(LOAQ_TEST_DATA_DIR) + "/" + rel; }
+// The checkout's tests/data, or $LOAQ_TEST_DATA_DIR (a test binary run from another checkout).
+inline std::string data_path(const std::string& rel) {
+  const char* dir = std::getenv("LOAQ_TEST_DATA_DIR");
+  return std::string(dir && *dir ? dir : LOAQ_TEST_DATA_DIR) + "/" + rel;
+}
 
 inline nlohmann::json reference_cases() {
   std::ifstream f(data_path("reference/cases.json"));

@@ -15,6 +15,14 @@
 #define LOAQ_ASSERT(cond) assert(cond)
 #endif
 
+// What the CUDA backend (include/loaq/cuda/) also runs on the GPU, the grids' arithmetic, is
+// __host__ __device__ under nvcc and plain C++ everywhere else.
+#ifdef __CUDACC__
+#define LOAQ_HOST_DEVICE __host__ __device__
+#else
+#define LOAQ_HOST_DEVICE
+#endif
+
 namespace loaq {
 
 template <class Scalar>

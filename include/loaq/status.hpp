@@ -14,7 +14,8 @@ enum class Status {
   InvalidArgument,      // an option out of range (bits, group size, block size, damping, grid)
   NotPositiveDefinite,  // the damped Hessian could not be factored even after retries
   NotSymmetric,         // the Hessian differs from its transpose beyond rounding
-  OutOfRange            // a value or a result does not fit the solver's scalar type
+  OutOfRange,           // a value or a result does not fit the solver's scalar type
+  DeviceError           // the GPU backend: no device, out of GPU memory, a CUDA library failed
 };
 
 inline const char* to_string(Status s) {
@@ -26,6 +27,7 @@ inline const char* to_string(Status s) {
     case Status::NotPositiveDefinite: return "not positive definite";
     case Status::NotSymmetric: return "not symmetric";
     case Status::OutOfRange: return "out of range";
+    case Status::DeviceError: return "device error";
   }
   return "unknown";
 }

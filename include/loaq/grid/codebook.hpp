@@ -26,16 +26,13 @@ class CodebookGrid {
   explicit CodebookGrid(std::vector<double> levels) {
     internal::check_scalar<Scalar>();
     if (levels.empty() || levels.size() > (std::size_t(1) << Bits)) {
-      status_ = Report::fail(Status::InvalidArgument,
-                             "codebook needs 1 .. 2^" + std::to_string(Bits) + " levels, got " +
-                                 std::to_string(levels.size()));
-      levels_ = {Scalar(-1), Scalar(1)};
+      reject(Status::InvalidArgument, "codebook needs 1 .. 2^" + std::to_string(Bits) +
+                                          " levels, got " + std::to_string(levels.size()));
       return;
     }
     for (double v : levels)
       if (!std::isfinite(v) || std::abs(v) > double(std::numeric_limits<Scalar>::max())) {
-        status_ = Report::fail(Status::NonFiniteInput, "codebook level is not a finite value");
-        levels_ = {Scalar(-1), Scalar(1)};
+        reject(Status::NonFiniteInput, "codebook level is not a finite value");
         return;
       }
     std::sort(levels.begin(), levels.end());
@@ -43,7 +40,8 @@ class CodebookGrid {
     for (double v : levels) levels_.push_back(Scalar(v));
     absmax_ = std::max(std::abs(levels_.front()), std::abs(levels_.back()));
     if (absmax_ == 0) {
-      status_ = Report::fail(Status::InvalidArgument, "codebook levels are all zero");
+      status_.status = Status::InvalidArgument;
+      status_.message = "codebook levels are all zero";
       absmax_ = 1;
     }
   }
@@ -77,6 +75,14 @@ class CodebookGrid {
  private:
   std::vector<Scalar> levels_;
   Scalar absmax_ = 1;
+  // A table that cannot be a grid: the reason, and the levels {−1, 1} so that nothing divides by
+  // zero. (Members set one by one: nvcc warns on discarding Report's operator= result.)
+  void reject(Status s, std::string why) {
+    status_.status = s;
+    status_.message = std::move(why);
+    levels_ = {Scalar(-1), Scalar(1)};
+  }
+
   Report status_;
 };
 

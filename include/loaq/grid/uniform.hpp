@@ -12,7 +12,7 @@ namespace loaq {
 namespace internal {
 // Round half to even, as torch.round does (std::nearbyint in the default rounding mode).
 template <class Scalar>
-inline Scalar round_half_even(Scalar x) { return std::nearbyint(x); }
+LOAQ_HOST_DEVICE inline Scalar round_half_even(Scalar x) { return std::nearbyint(x); }
 }  // namespace internal
 
 // Asymmetric (zero point) or the GPTQ reference's unsigned-symmetric grid, bits ∈ [2, 8].
@@ -31,7 +31,7 @@ class UniformGrid {
   bool symmetric() const { return sym_; }
 
   // find_params' range handling: include 0, mirror for sym, widen an all-zero row to [-1, 1].
-  void adjust_range(Scalar& xmin, Scalar& xmax) const {
+  LOAQ_HOST_DEVICE void adjust_range(Scalar& xmin, Scalar& xmax) const {
     xmin = std::min(xmin, Scalar(0));
     xmax = std::max(xmax, Scalar(0));
     if (sym_) {
@@ -45,7 +45,7 @@ class UniformGrid {
   }
 
   // s = (xmax − xmin)/maxq; z = (maxq+1)/2 for sym, round(−xmin/s) otherwise.
-  void params(Scalar xmin, Scalar xmax, Scalar& scale, Scalar& zero) const {
+  LOAQ_HOST_DEVICE void params(Scalar xmin, Scalar xmax, Scalar& scale, Scalar& zero) const {
     scale = (xmax - xmin) / Scalar(maxq);
     if (!std::isfinite(scale)) scale = xmax / Scalar(maxq) - xmin / Scalar(maxq);  // range overflowed
     zero = sym_ ? Scalar((maxq + 1) / 2) : internal::round_half_even(-xmin / scale);
@@ -53,11 +53,11 @@ class UniformGrid {
 
   // NaN (an overflowed solve) encodes to 0 rather than an undefined conversion; the solvers
   // detect the overflow themselves.
-  std::uint8_t encode(Scalar x, Scalar scale, Scalar zero) const {
+  LOAQ_HOST_DEVICE std::uint8_t encode(Scalar x, Scalar scale, Scalar zero) const {
     const Scalar q = internal::round_half_even(x / scale) + zero;
     return static_cast<std::uint8_t>(q > 0 ? std::min(q, Scalar(maxq)) : Scalar(0));
   }
-  Scalar decode(std::uint8_t code, Scalar scale, Scalar zero) const {
+  LOAQ_HOST_DEVICE Scalar decode(std::uint8_t code, Scalar scale, Scalar zero) const {
     return scale * (Scalar(code) - zero);
   }
 
@@ -82,21 +82,21 @@ class SignedSymmetricGrid {
     internal::check_scalar<Scalar>();
   }
 
-  void adjust_range(Scalar& xmin, Scalar& xmax) const {
+  LOAQ_HOST_DEVICE void adjust_range(Scalar& xmin, Scalar& xmax) const {
     xmax = std::max(std::abs(xmin), std::abs(xmax));
     if (xmax == 0) xmax = 1;
     xmin = -xmax;
   }
-  void params(Scalar /*xmin*/, Scalar xmax, Scalar& scale, Scalar& zero) const {
+  LOAQ_HOST_DEVICE void params(Scalar /*xmin*/, Scalar xmax, Scalar& scale, Scalar& zero) const {
     scale = xmax / Scalar(qmax);
     zero = Scalar(offset);
   }
-  std::uint8_t encode(Scalar x, Scalar scale, Scalar /*zero*/) const {
+  LOAQ_HOST_DEVICE std::uint8_t encode(Scalar x, Scalar scale, Scalar /*zero*/) const {
     const Scalar lo = full_range_ ? Scalar(-offset) : Scalar(-qmax);
     const Scalar q = internal::round_half_even(x / scale);
     return static_cast<std::uint8_t>((q > lo ? std::min(q, Scalar(qmax)) : lo) + Scalar(offset));
   }
-  Scalar decode(std::uint8_t code, Scalar scale, Scalar /*zero*/) const {
+  LOAQ_HOST_DEVICE Scalar decode(std::uint8_t code, Scalar scale, Scalar /*zero*/) const {
     return scale * (Scalar(code) - Scalar(offset));
   }
 

@@ -14,6 +14,63 @@
 
 namespace loaq {
 
+namespace internal {
+
+// Everything a calibration batch must satisfy before any statistic changes (shared with the CUDA
+// accumulator): shapes, token weights, sequences, no cross term started mid-stream, finite
+// values, and products that the accumulator's scalar can hold. An empty batch passes.
+template <class Acc>
+Report check_calibration_batch(Index n, Index residual_rows, Index tokens, bool has_cross,
+                               bool has_residual_cross, const Matrix<Acc>& xh,
+                               const Matrix<Acc>* X, const Matrix<Acc>* Rhat, const Matrix<Acc>* R,
+                               const Vector<Acc>* a, const Vector<Acc>* b, Index sequences) {
+  const Index T = xh.cols();
+  if (xh.rows() != n)
+    return Report::fail(Status::ShapeMismatch, "inputs have " + std::to_string(xh.rows()) +
+                                                   " features, the accumulator expects " +
+                                                   std::to_string(n));
+  if (X && (X->rows() != n || X->cols() != T))
+    return Report::fail(Status::ShapeMismatch,
+                        "FP inputs must have the shape of the quantized-model inputs");
+  if ((Rhat == nullptr) != (R == nullptr))
+    return Report::fail(Status::InvalidArgument, "give both residual streams or neither");
+  if (R && (R->cols() != T || Rhat->cols() != T || R->rows() != Rhat->rows() ||
+            (residual_rows && R->rows() != residual_rows)))
+    return Report::fail(Status::ShapeMismatch,
+                        "residual streams must be m × T with the inputs' token count");
+  if (a && (a->size() != T || b->size() != T))
+    return Report::fail(Status::ShapeMismatch, "token weights must have one entry per token");
+  if (sequences < 1)
+    return Report::fail(Status::InvalidArgument, "a batch holds at least one sequence");
+  if (X && tokens > 0 && !has_cross)
+    return Report::fail(Status::InvalidArgument, "cannot start the cross term mid-stream");
+  if (R && tokens > 0 && !has_residual_cross)
+    return Report::fail(Status::InvalidArgument,
+                        "cannot start the residual cross term mid-stream");
+
+  if (T == 0) return Report::success();
+  if (!xh.allFinite() || (X && !X->allFinite()) || (R && (!R->allFinite() || !Rhat->allFinite())) ||
+      (a && (!a->allFinite() || !b->allFinite())))
+    return Report::fail(Status::NonFiniteInput,
+                        "calibration batch holds NaN or Inf; check the captured activations");
+
+  // Sums of T products of entries up to `top` stay finite while T·top² is well below the
+  // largest Acc; beyond that the statistics would overflow (checked before anything changes).
+  double top = xh.cwiseAbs().maxCoeff();
+  if (X) top = std::max(top, double(X->cwiseAbs().maxCoeff()));
+  if (R) top = std::max({top, double(R->cwiseAbs().maxCoeff()), double(Rhat->cwiseAbs().maxCoeff())});
+  if (a) top *= std::max(1.0, double(std::max(a->cwiseAbs().maxCoeff(), b->cwiseAbs().maxCoeff())));
+  if (top > 0 && 2.0 * std::log2(top) + std::log2(double(T) + 1) + 4 >=
+                     double(std::numeric_limits<Acc>::max_exponent))
+    return Report::fail(Status::OutOfRange,
+                        "calibration values reach " + std::to_string(top) +
+                            ": their products overflow the accumulator; rescale the activations "
+                            "or accumulate in double");
+  return Report::success();
+}
+
+}  // namespace internal
+
 // Inputs are n × T (one column per token); residual streams are m × T.
 // With per-token weights a_t (quantized side) and b_t (FP side):
 //   Ĥ = Σ a² x̂x̂ᵀ,   C = Σ a (b·x − a·x̂) x̂ᵀ,   G = Σ a (b·r − a·r̂) x̂ᵀ
@@ -81,31 +138,6 @@ class CalibrationAccumulator {
   Report add(const Eigen::MatrixBase<D1>& Xhat_in, const Mat* X, const Mat* Rhat, const Mat* R,
              const Vector<Acc>* a, const Vector<Acc>* b, Index sequences) {
     const Index n = features(), T = Xhat_in.cols();
-    if (Xhat_in.rows() != n)
-      return Report::fail(Status::ShapeMismatch, "inputs have " + std::to_string(Xhat_in.rows()) +
-                                                     " features, the accumulator expects " +
-                                                     std::to_string(n));
-    if (X && (X->rows() != n || X->cols() != T))
-      return Report::fail(Status::ShapeMismatch,
-                          "FP inputs must have the shape of the quantized-model inputs");
-    if ((Rhat == nullptr) != (R == nullptr))
-      return Report::fail(Status::InvalidArgument, "give both residual streams or neither");
-    if (R && (R->cols() != T || Rhat->cols() != T || R->rows() != Rhat->rows() ||
-              (residual_rows_ && R->rows() != residual_rows_)))
-      return Report::fail(Status::ShapeMismatch,
-                          "residual streams must be m × T with the inputs' token count");
-    if (a && (a->size() != T || b->size() != T))
-      return Report::fail(Status::ShapeMismatch, "token weights must have one entry per token");
-    if (sequences < 1)
-      return Report::fail(Status::InvalidArgument, "a batch holds at least one sequence");
-    if (X && tokens_ > 0 && !has_cross())
-      return Report::fail(Status::InvalidArgument, "cannot start the cross term mid-stream");
-    if (R && tokens_ > 0 && !has_residual_cross())
-      return Report::fail(Status::InvalidArgument,
-                          "cannot start the residual cross term mid-stream");
-
-    if (T == 0) return Report::success();  // an empty batch adds nothing (not even sequences)
-
     // No copy when the batch is already a plain Acc matrix.
     Mat converted;
     const Mat* xh_ptr = &converted;
@@ -114,23 +146,12 @@ class CalibrationAccumulator {
     else
       converted = Xhat_in.template cast<Acc>();
     const Mat& xh = *xh_ptr;
-    if (!xh.allFinite() || (X && !X->allFinite()) || (R && (!R->allFinite() || !Rhat->allFinite())) ||
-        (a && (!a->allFinite() || !b->allFinite())))
-      return Report::fail(Status::NonFiniteInput,
-                          "calibration batch holds NaN or Inf; check the captured activations");
-
-    // Sums of T products of entries up to `top` stay finite while T·top² is well below the
-    // largest Acc; beyond that the statistics would overflow (checked before anything changes).
-    double top = xh.cwiseAbs().maxCoeff();
-    if (X) top = std::max(top, double(X->cwiseAbs().maxCoeff()));
-    if (R) top = std::max({top, double(R->cwiseAbs().maxCoeff()), double(Rhat->cwiseAbs().maxCoeff())});
-    if (a) top *= std::max(1.0, double(std::max(a->cwiseAbs().maxCoeff(), b->cwiseAbs().maxCoeff())));
-    if (top > 0 && 2.0 * std::log2(top) + std::log2(double(T) + 1) + 4 >=
-                       double(std::numeric_limits<Acc>::max_exponent))
-      return Report::fail(Status::OutOfRange,
-                          "calibration values reach " + std::to_string(top) +
-                              ": their products overflow the accumulator; rescale the activations "
-                              "or accumulate in double");
+    if (auto r = internal::check_calibration_batch(n, residual_rows_, tokens_, has_cross(),
+                                                   has_residual_cross(), xh, X, Rhat, R, a, b,
+                                                   sequences);
+        !r.ok())
+      return r;
+    if (T == 0) return Report::success();  // an empty batch adds nothing (not even sequences)
 
     if (X && !has_cross()) cross_ = Mat::Zero(n, n);
     if (R && !has_residual_cross()) residual_cross_ = Mat::Zero(R->rows(), n);
