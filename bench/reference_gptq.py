@@ -6,11 +6,12 @@ damping), the factor as cholesky -> cholesky_inverse -> cholesky(upper), the laz
 loop with one GEMM per block, and Quantizer.find_params / quantize (4-bit asymmetric, per-row
 parameters refreshed every `group` columns from the block-start W).
 
-    /usr/bin/python3 bench/reference_gptq.py [--threads N] [--reps R] LAYER.safetensors ...
+    /usr/bin/python3 bench/reference_gptq.py [--threads N] [--reps R] [--device cuda] LAYER.safetensors ...
 
 Each file holds `weight` [m,n], `hessian` [n,n] (float32), loaq's result `loaq_weight` and, in
 the metadata, loaq's best time for the same solve (`loaq_seconds`) and its settings. Prints
-both times, the speedup, and how many codes agree. Needs Debian's python3-torch (CPU).
+both times, the speedup, and how many codes agree. Needs Debian's python3-torch (CPU); with
+--device cuda, a CUDA build of torch (the layers loaq_cuda_bench exports, solved on the same GPU).
 """
 import argparse
 import json
@@ -44,7 +45,7 @@ def read_safetensors(path):
 
 def find_params(x, maxq):
     """Per-row asymmetric min-max parameters (Quantizer.find_params, perchannel, no MSE)."""
-    zero_t = torch.zeros(x.shape[0])
+    zero_t = torch.zeros(x.shape[0], device=x.device)
     xmin = torch.minimum(x.min(1).values, zero_t)
     xmax = torch.maximum(x.max(1).values, zero_t)
     empty = (xmin == 0) & (xmax == 0)
@@ -74,7 +75,7 @@ def fasterquant(W, H, bits, group, blocksize, percdamp):
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-    diag = torch.arange(n)
+    diag = torch.arange(n, device=H.device)
     H[diag, diag] += percdamp * torch.mean(torch.diag(H))
     L = torch.linalg.cholesky(H)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
@@ -126,10 +127,13 @@ def main():
     ap.add_argument("--cli", default=None,
                     help="also time this loaq-quantize end to end (process start, reading the "
                          "layer, solve, writing the result) on the same layer and threads")
+    ap.add_argument("--device", default="cpu", help="torch device of the solve (cpu or cuda)")
     ap.add_argument("layers", nargs="+")
     args = ap.parse_args()
 
-    print(f"torch {torch.__version__}, float32 on the CPU")
+    device = torch.device(args.device)
+    where = "the CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"torch {torch.__version__}, float32 on {where}")
     head = (f"{'layer':<22} {'threads':>7} {'loaq [s]':>9} {'torch [s]':>10} {'speedup':>8} "
             f"{'codes equal':>12}")
     if args.cli:
@@ -141,13 +145,15 @@ def main():
         torch.set_num_threads(threads)
         bits, group = int(meta["bits"]), int(meta["group"])
         blocksize, percdamp = int(meta["blocksize"]), float(meta["percdamp"])
-        W, H = t["weight"], t["hessian"]
+        W, H = t["weight"].to(device), t["hessian"].to(device)
         big = W.numel() > 4_000_000
         reps = min(2, args.reps) if big else args.reps  # as loaq_bench: best of 2 on 7B
         times = []
         for _ in range(reps):
             t0 = time.perf_counter()
             Q, scales = fasterquant(W, H, bits, group, blocksize, percdamp)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
         t_torch = min(times)  # best of reps, as loaq_bench
         t_loaq = float(meta["loaq_seconds"])
@@ -155,7 +161,7 @@ def main():
         n = W.shape[1]
         g = group if group > 0 else n
         step = torch.cat([s.expand(-1, min(g, n - k * g)) for k, s in enumerate(scales)], 1)
-        equal = ((Q - t["loaq_weight"]).abs() < 0.25 * step).double().mean().item()
+        equal = ((Q - t["loaq_weight"].to(device)).abs() < 0.25 * step).double().mean().item()
         name = path.rsplit("/", 1)[-1].removesuffix(".safetensors")
         line = (f"{name:<22} {threads:>7} {t_loaq:>9.3f} {t_torch:>10.3f} "
                 f"{t_torch / t_loaq:>7.1f}x {100 * equal:>11.3f}%")
