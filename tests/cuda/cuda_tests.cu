@@ -165,6 +165,46 @@ TEST_CASE_TEMPLATE("GPU and CPU agree on random layers with every option", S, fl
   }
 }
 
+TEST_CASE("every LoaQ objective solves on the GPU as on the CPU") {
+  std::mt19937 rng(139);
+  const Index m = 24, n = 64, T = 300;
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(m, n, rng, 0.3);
+  const Eigen::MatrixXd xh = loaq_test::random_inputs(n, T, rng);
+  const Eigen::MatrixXd x = xh + 0.2 * loaq_test::random_matrix<double>(n, T, rng);
+  const Eigen::MatrixXd r = 3.0 * loaq_test::random_matrix<double>(m, T, rng);
+  const Eigen::MatrixXd rh = r + 0.3 * loaq_test::random_matrix<double>(m, T, rng);
+  loaq::ObjectiveStats<loaq::LinearOutput> linear(n, {1.0});
+  loaq::ObjectiveStats<loaq::ResidualOutput> residual(n, m, {1.0, 1.0});
+  loaq::ObjectiveStats<loaq::NormalizedOutput> weighted(W, {1.0, 1.0, 1e-5, true});
+  loaq::ObjectiveStats<loaq::NormalizedOutput> matching(W, {1.0, 0.5, 1e-5, false});
+  REQUIRE(linear.add(xh, x).ok());
+  REQUIRE(residual.add(xh, x, rh, r).ok());
+  REQUIRE(weighted.add(xh, x, rh, r).ok());
+  REQUIRE(matching.add(xh, x, rh, r).ok());
+  loaq::GptqOptions opt;
+  opt.group_size = 32;
+  opt.act_order = true;
+  const loaq::UniformGrid<float, 3> grid;
+  auto compare = [&](const auto& stats) {
+    loaq::QuantizedWeight<float> g, c;
+    loaq::SolveDiagnostics gd, cd;
+    loaq::Matrix<float> gt, ct;
+    REQUIRE(loaq::cuda::solve_objective(gpu(), W, stats, grid, opt, g, &gd, &gt).ok());
+    REQUIRE(loaq::solve_objective(W, stats, grid, opt, c, &cd, &ct).ok());
+    CHECK((gt - ct).norm() <= 1e-3 * ct.norm());
+    CHECK((ct.cast<double>() - W).norm() > 1e-3 * W.norm());  // a target that moved W
+    check_same(g, c, &gd, &cd);
+  };
+  compare(linear);
+  compare(residual);
+  compare(weighted);
+  compare(matching);
+  loaq::ObjectiveStats<loaq::LinearOutput> empty(n, {1.0});
+  loaq::QuantizedWeight<float> out;
+  CHECK(loaq::cuda::solve_objective(gpu(), W, empty, grid, opt, out).status ==
+        loaq::Status::InvalidArgument);
+}
+
 TEST_CASE_TEMPLATE("RTN on the GPU is the CPU's, code for code", S, float, double) {
   std::mt19937 rng(103);
   const loaq::Matrix<S> W = loaq_test::random_matrix<double>(70, 300, rng, 0.5).cast<S>();

@@ -14,6 +14,7 @@
 
 #include "../solve/gptaq.hpp"
 #include "../solve/targets.hpp"
+#include "../subblock/objective.hpp"
 #include "column_loop.cuh"
 
 namespace loaq {
@@ -423,6 +424,25 @@ Report solve_target(Context& ctx, const Eigen::MatrixBase<DW>& W, const Eigen::M
                          C ? &Cd : nullptr, G ? &Gd : nullptr, &weights, grid, options, q, diag,
                          target);
   });
+}
+
+// The LoaQ objectives (subblock/objective.hpp): statistics from ObjectiveStats on the host, the
+// solve on the GPU, as loaq::solve_objective.
+template <class Objective, class Grid, class DW>
+Report solve_objective(Context& ctx, const Eigen::MatrixBase<DW>& W,
+                       const ObjectiveStats<Objective>& st, const Grid& grid,
+                       const GptqOptions& options, QuantizedWeight<typename Grid::Scalar>& out,
+                       SolveDiagnostics* diag = nullptr,
+                       Matrix<typename Grid::Scalar>* target = nullptr) {
+  const auto& acc = st.stats();
+  if (acc.tokens() == 0) {
+    out = QuantizedWeight<typename Grid::Scalar>{};
+    if (target) target->resize(0, 0);
+    return Report::fail(Status::InvalidArgument, "no calibration batch was added");
+  }
+  const Matrix<double>* C = acc.has_cross() ? &acc.cross() : nullptr;
+  const Matrix<double>* G = acc.has_residual_cross() ? &acc.residual_cross() : nullptr;
+  return solve_target(ctx, W, acc.hessian(), C, G, st.weights(), grid, options, out, diag, target);
 }
 
 // ---------------------------------------------------------------------------------------------
