@@ -308,14 +308,9 @@ Report solve_columns(Context& ctx, DeviceMatrix<typename Grid::Scalar>& W,
   const Index groups = grouped ? (n + g - 1) / g : 1;
   const std::vector<Index>& perm = prep.perm;
 
-  Eigen::VectorXd row_weight = Eigen::VectorXd::Ones(m);
-  int loss_exponent = 2 * prep.log4_scale;
-  if (rows_scale.any()) {
-    int e_max = std::numeric_limits<int>::min();
-    for (Index r = 0; r < m; ++r) e_max = std::max(e_max, rows_scale.exponent(r));
-    for (Index r = 0; r < m; ++r) row_weight[r] = std::ldexp(1.0, 2 * (rows_scale.exponent(r) - e_max));
-    loss_exponent += 2 * e_max;
-  }
+  Eigen::VectorXd row_weight;
+  int loss_exponent = 0;
+  internal::row_loss_weights(rows_scale, m, prep.log4_scale, row_weight, loss_exponent);
   DeviceBuffer<double> row_weight_device;
   LOAQ_CUDA_TRY(upload_array(ctx, row_weight.data(), std::size_t(m), row_weight_device));
   LOAQ_CUDA_TRY(out.scales.resize(m, groups));
@@ -421,22 +416,7 @@ Report solve_columns(Context& ctx, DeviceMatrix<typename Grid::Scalar>& W,
     LOAQ_CUDA_TRY(ctx.launched("summing the loss"));
     LOAQ_CUDA_TRY(download(ctx, column_loss.data(), std::size_t(n), loss_solve.data()));
   }
-  Eigen::VectorXd loss_by_column(n);
-  for (Index j = 0; j < n; ++j)
-    loss_by_column[perm[std::size_t(j)]] = std::ldexp(loss_solve[j], loss_exponent);
-  out.loss = loss_by_column.sum();
-  if (diag) {
-    diag->damping = prep.damping;
-    diag->relative_damping = prep.relative_damping;
-    diag->factor_attempts = prep.attempts;
-    diag->failed_pivot = prep.failed_pivot;
-    diag->double_fallback = prep.double_fallback;
-    diag->perm = perm;
-    diag->dead.clear();
-    for (Index j = 0; j < n; ++j)
-      if (prep.dead[std::size_t(j)]) diag->dead.push_back(j);
-    diag->column_loss = loss_by_column;
-  }
+  out.loss = internal::report_loss(prep, loss_solve, loss_exponent, diag);
   return ctx.synchronize("the column loop");
 }
 

@@ -97,31 +97,24 @@ Report factor_attempts(Context& ctx, const DeviceMatrix<SH>& H, const DeviceBuff
                        const DampingPolicy& policy, DeviceMatrix<S>& Ut, FactorOutcome& outcome) {
   const Index n = H.rows();
   outcome = FactorOutcome{};
-  const int k0 = internal::log4_near(mean_diag);
-  const double mean0 = internal::scale_pow4(mean_diag, k0);  // in [1/4, 4)
   DeviceMatrix<F> A;
   LOAQ_CUDA_TRY(A.resize(n, n));
   DeviceBuffer<double> diag_device;
   DeviceBuffer<char> work;
   DeviceBuffer<int> info;
   std::vector<double> diag_reversed(static_cast<std::size_t>(n));
-  double percdamp = policy.percdamp;
-  for (int attempt = 0; attempt < policy.max_attempts; ++attempt) {
-    if (attempt > 0) percdamp = percdamp > 0 ? percdamp * policy.growth : 1e-4;
-    const double lambda0 = percdamp * mean0;
-    if (!std::isfinite(lambda0)) break;
-    const int k1 = internal::log4_near(mean0 + lambda0);
+  internal::DampingSchedule schedule(mean_diag, policy);
+  while (schedule.next()) {
     for (Index i = 0; i < n; ++i)
-      diag_reversed[std::size_t(i)] = double(F(internal::scale_pow4(
-          internal::scale_pow4(diag_solve[std::size_t(n - 1 - i)], k0) + lambda0, k1)));
+      diag_reversed[std::size_t(i)] =
+          double(F(schedule.damped_diagonal(diag_solve[std::size_t(n - 1 - i)])));
     LOAQ_CUDA_TRY(upload_array(ctx, diag_reversed.data(), diag_reversed.size(), diag_device));
     factor_input_kernel<<<grid_for(std::size_t(n) * n), kThreads, 0, ctx.stream()>>>(
-        H.data(), n, perm.data(), diag_device.data(), std::ldexp(1.0, -k0), std::ldexp(1.0, -k1),
-        A.data());
+        H.data(), n, perm.data(), diag_device.data(), schedule.half0(), schedule.half1(), A.data());
     LOAQ_CUDA_TRY(ctx.launched("building the damped Hessian"));
     Index pivot = -1;
     LOAQ_CUDA_TRY(blas::potrf_lower(ctx, n, A.data(), work, info, pivot));
-    outcome.attempts = attempt + 1;
+    outcome.attempts = schedule.attempts();
     if (pivot < 0) {
       bool singular = false;
       LOAQ_CUDA_TRY(blas::invert_lower(ctx, n, A.data(), work, info, singular));
@@ -132,10 +125,10 @@ Report factor_attempts(Context& ctx, const DeviceMatrix<SH>& H, const DeviceBuff
         anti_transpose_lower_kernel<<<grid_for(std::size_t(n) * n), kThreads, 0, ctx.stream()>>>(
             A.data(), n, Ut.data());
         LOAQ_CUDA_TRY(ctx.launched("transposing the factor"));
-        outcome.damping = percdamp * mean_diag;
-        outcome.relative_damping = percdamp;
-        outcome.log4_scale = k0 + k1;
-        outcome.scaled_damping = internal::scale_pow4(lambda0, k1);
+        outcome.damping = schedule.damping();
+        outcome.relative_damping = schedule.percdamp();
+        outcome.log4_scale = schedule.log4_scale();
+        outcome.scaled_damping = schedule.scaled_damping();
         return ctx.synchronize("the inverse factor");
       }
       // Tiny positive pivots whose inverse overflows the scalar: more damping, as for a failure.
@@ -144,13 +137,7 @@ Report factor_attempts(Context& ctx, const DeviceMatrix<SH>& H, const DeviceBuff
     }
   }
   outcome.info = Status::NotPositiveDefinite;
-  outcome.message = "Cholesky failed" +
-                    (outcome.failed_pivot >= 0 ? " at pivot " + std::to_string(outcome.failed_pivot)
-                                               : std::string()) +
-                    " even with percdamp " + std::to_string(percdamp) + " after " +
-                    std::to_string(outcome.attempts) +
-                    " attempts; the Hessian is indefinite or nearly singular (collect more "
-                    "calibration tokens or raise percdamp)";
+  outcome.message = schedule.failure(outcome.failed_pivot);
   return Report::success();
 }
 
@@ -247,22 +234,7 @@ Report prepare_hessian(Context& ctx, const DeviceMatrix<SH>& H, bool act_order,
     }
   }
   std::vector<double> diag(diag_raw.begin(), diag_raw.end());
-  out.dead.assign(std::size_t(n), false);
-  Index dead = 0;
-  for (Index i = 0; i < n; ++i)
-    if (diag[std::size_t(i)] == 0) {
-      out.dead[std::size_t(i)] = true;
-      diag[std::size_t(i)] = 1;
-      ++dead;
-    }
-  if (n > 0 && dead == n)
-    return Report::fail(Status::InvalidArgument,
-                        "Hessian is all zero: no calibration tokens reached this layer");
-  out.perm.resize(std::size_t(n));
-  std::iota(out.perm.begin(), out.perm.end(), Index(0));
-  if (act_order)
-    std::stable_sort(out.perm.begin(), out.perm.end(),
-                     [&](Index a, Index b) { return diag[std::size_t(a)] > diag[std::size_t(b)]; });
+  LOAQ_CUDA_TRY(internal::order_columns(diag, act_order, out.dead, out.perm));
   std::vector<double> diag_solve(static_cast<std::size_t>(n));
   for (Index i = 0; i < n; ++i) diag_solve[std::size_t(i)] = diag[std::size_t(out.perm[std::size_t(i)])];
   const std::vector<std::int64_t> perm64(out.perm.begin(), out.perm.end());
@@ -270,20 +242,9 @@ Report prepare_hessian(Context& ctx, const DeviceMatrix<SH>& H, bool act_order,
   LOAQ_CUDA_TRY(upload_array(ctx, perm64.data(), perm64.size(), out.perm_device));
   LOAQ_CUDA_TRY(upload_array(ctx, dead8.data(), dead8.size(), out.dead_device));
 
-  if (!(policy.percdamp >= 0) || !std::isfinite(policy.percdamp) || !(policy.growth > 1) ||
-      !std::isfinite(policy.growth) || policy.max_attempts < 1)
-    return Report::fail(Status::InvalidArgument,
-                        "damping policy needs a finite percdamp ≥ 0, growth > 1 and at least one attempt");
-  double mean_diag = 1.0;
-  if (n > 0) {
-    double sum = 0;
-    for (double d : diag_solve) sum += d;
-    mean_diag = sum / double(n);
-    if (!std::isfinite(sum)) {
-      mean_diag = 0;
-      for (double d : diag_solve) mean_diag += d / double(n);
-    }
-  }
+  LOAQ_CUDA_TRY(internal::DampingSchedule::check(policy));
+  const double mean_diag =
+      internal::mean_in_range(Eigen::Map<const Eigen::VectorXd>(diag_solve.data(), n));
   if (!(mean_diag > 0))
     return Report::fail(Status::NotPositiveDefinite,
                         "Hessian diagonal has a non-positive mean; it is not a Gram matrix of inputs");

@@ -183,17 +183,21 @@ inline double scale_pow4(double x, int k) {
   return x * half * half;
 }
 
-// mean(diag H) in double without overflow for entries near the double range.
+// mean(v) in double without overflow for entries near the double range (1 for an empty v).
 template <class Derived>
-double mean_diagonal(const Eigen::MatrixBase<Derived>& H) {
-  const Index n = H.rows();
+double mean_in_range(const Eigen::MatrixBase<Derived>& v) {
+  const Index n = v.size();
   if (n == 0) return 1.0;
   double sum = 0;
-  for (Index i = 0; i < n; ++i) sum += double(H(i, i));
+  for (Index i = 0; i < n; ++i) sum += double(v(i));
   if (std::isfinite(sum)) return sum / double(n);
   double mean = 0;
-  for (Index i = 0; i < n; ++i) mean += double(H(i, i)) / double(n);
+  for (Index i = 0; i < n; ++i) mean += double(v(i)) / double(n);
   return mean;
+}
+template <class Derived>
+double mean_diagonal(const Eigen::MatrixBase<Derived>& H) {
+  return mean_in_range(H.diagonal());
 }
 
 // Symmetric to rounding: |H_ij − H_ji| ≤ tol·√(|H_ii|·|H_jj|), the Cauchy–Schwarz bound of a
@@ -221,6 +225,63 @@ Report check_symmetric(const Eigen::MatrixBase<Derived>& H, double tol = 1e-3) {
   return Report::success();
 }
 
+// The damping attempts of InverseFactor::compute (shared with the CUDA backend): λ = percdamp ·
+// mean(diag H), percdamp growing by `growth` after each failed attempt (from 1e−4 when it starts
+// at 0). Each attempt factors A = (H·4^−k0 + λ0·I)·4^−k1, λ0 = λ·4^−k0: exact powers of four that
+// bring H, then H + λI, near 1.
+class DampingSchedule {
+ public:
+  DampingSchedule(double mean_diag, const DampingPolicy& policy)
+      : policy_(policy), mean_diag_(mean_diag), k0_(log4_near(mean_diag)),
+        mean0_(scale_pow4(mean_diag, k0_)), percdamp_(policy.percdamp) {}
+
+  static Report check(const DampingPolicy& policy) {
+    if (!(policy.percdamp >= 0) || !std::isfinite(policy.percdamp) || !(policy.growth > 1) ||
+        !std::isfinite(policy.growth) || policy.max_attempts < 1)
+      return Report::fail(Status::InvalidArgument, "damping policy needs a finite percdamp ≥ 0, "
+                                                   "growth > 1 and at least one attempt");
+    return Report::success();
+  }
+
+  // Moves to the next attempt; false once the policy's attempts are spent or λ is not finite.
+  bool next() {
+    if (attempts_ == policy_.max_attempts) return false;
+    if (attempts_ > 0) percdamp_ = percdamp_ > 0 ? percdamp_ * policy_.growth : 1e-4;
+    lambda0_ = percdamp_ * mean0_;
+    if (!std::isfinite(lambda0_)) return false;
+    k1_ = log4_near(mean0_ + lambda0_);
+    ++attempts_;
+    return true;
+  }
+  int attempts() const { return attempts_; }
+  double percdamp() const { return percdamp_; }
+  double damping() const { return percdamp_ * mean_diag_; }      // λ
+  int log4_scale() const { return k0_ + k1_; }
+  double scaled_damping() const { return scale_pow4(lambda0_, k1_); }  // λ·4^−(k0+k1)
+  double half0() const { return std::ldexp(1.0, -k0_); }          // 2^−k0
+  double half1() const { return std::ldexp(1.0, -k1_); }          // 2^−k1
+  // A's diagonal entry for H's diagonal entry d: (d·4^−k0 + λ0)·4^−k1.
+  double damped_diagonal(double d) const { return scale_pow4(scale_pow4(d, k0_) + lambda0_, k1_); }
+  std::string failure(Index failed_pivot) const {
+    return "Cholesky failed" +
+           (failed_pivot >= 0 ? " at pivot " + std::to_string(failed_pivot) : std::string()) +
+           " even with percdamp " + std::to_string(percdamp_) + " after " +
+           std::to_string(attempts_) +
+           " attempts; the Hessian is indefinite or nearly singular (collect more calibration "
+           "tokens or raise percdamp)";
+  }
+
+ private:
+  DampingPolicy policy_;
+  double mean_diag_;
+  int k0_;
+  double mean0_;  // in [1/4, 4)
+  double percdamp_;
+  double lambda0_ = 0;
+  int k1_ = 0;
+  int attempts_ = 0;
+};
+
 }  // namespace internal
 
 // U with (H + λI)⁻¹ = 4^(−log4_scale)·UᵀU. H is first normalized by a power of 4 near the
@@ -245,45 +306,33 @@ class InverseFactor {
     if (!internal::all_finite(H))
       return fail(Status::NonFiniteInput,
                   "Hessian holds NaN or Inf; check the calibration activations");
-    if (!(policy.percdamp >= 0) || !std::isfinite(policy.percdamp) || !(policy.growth > 1) ||
-        !std::isfinite(policy.growth) || policy.max_attempts < 1)
-      return fail(Status::InvalidArgument,
-                  "damping policy needs a finite percdamp ≥ 0, growth > 1 and at least one attempt");
+    if (Report r = internal::DampingSchedule::check(policy); !r.ok()) return fail(r.status, r.message);
     if (Report r = internal::check_symmetric(H); !r.ok()) return fail(r.status, r.message);
     const double mean_diag = internal::mean_diagonal(H);
     if (!(mean_diag > 0))
       return fail(Status::NotPositiveDefinite,
                   "Hessian diagonal has a non-positive mean; it is not a Gram matrix of inputs");
-    const int k0 = internal::log4_near(mean_diag);
-    const double mean0 = internal::scale_pow4(mean_diag, k0);  // in [1/4, 4)
-
-    double percdamp = policy.percdamp;
-    for (int attempt = 0; attempt < policy.max_attempts; ++attempt) {
-      if (attempt > 0) percdamp = percdamp > 0 ? percdamp * policy.growth : 1e-4;
-      const double lambda0 = percdamp * mean0;
-      if (!std::isfinite(lambda0)) break;
-      const int k1 = internal::log4_near(mean0 + lambda0);
-      // A = J·(H/4^k0 + λ0·I)·J / 4^k1, every scaling an exact power of two.
-      // x·4^−k0·4^−k1 as four exact multiplications by 2^−k0, 2^−k0, 2^−k1, 2^−k1 (scale_pow4
-      // twice, with the powers computed once rather than per entry).
-      const double h0 = std::ldexp(1.0, -k0), h1 = std::ldexp(1.0, -k1);
+    internal::DampingSchedule schedule(mean_diag, policy);
+    while (schedule.next()) {
+      // A = J·(H/4^k0 + λ0·I)·J / 4^k1, every scaling an exact power of two: x·4^−k0·4^−k1 as
+      // four exact multiplications by 2^−k0, 2^−k0, 2^−k1, 2^−k1 (the powers computed once).
+      const double h0 = schedule.half0(), h1 = schedule.half1();
       upper_ = H.reverse().template cast<double>().unaryExpr([h0, h1](double x) {
                  return x * h0 * h0 * h1 * h1;
                }).template cast<Scalar>();
       for (Index i = 0; i < n; ++i)
-        upper_(i, i) = Scalar(internal::scale_pow4(
-            internal::scale_pow4(double(H(n - 1 - i, n - 1 - i)), k0) + lambda0, k1));
+        upper_(i, i) = Scalar(schedule.damped_diagonal(double(H(n - 1 - i, n - 1 - i))));
       const Index pivot = internal::cholesky_lower_inplace(upper_);
-      attempts_ = attempt + 1;
+      attempts_ = schedule.attempts();
       if (pivot < 0) {
         internal::invert_lower_inplace(upper_);
         upper_.template triangularView<Eigen::StrictlyUpper>().setZero();
         upper_.reverseInPlace();  // J L'⁻¹ J is upper triangular
         if (internal::all_finite(upper_)) {
-          damping_ = percdamp * mean_diag;
-          relative_damping_ = percdamp;
-          log4_scale_ = k0 + k1;
-          scaled_damping_ = internal::scale_pow4(lambda0, k1);
+          damping_ = schedule.damping();
+          relative_damping_ = schedule.percdamp();
+          log4_scale_ = schedule.log4_scale();
+          scaled_damping_ = schedule.scaled_damping();
           info_ = Status::Success;
           return *this;
         }
@@ -293,13 +342,7 @@ class InverseFactor {
       }
     }
     upper_.resize(0, 0);
-    return fail(Status::NotPositiveDefinite,
-                "Cholesky failed" +
-                    (failed_pivot_ >= 0 ? " at pivot " + std::to_string(failed_pivot_) : "") +
-                    " even with percdamp " + std::to_string(percdamp) + " after " +
-                    std::to_string(attempts_) +
-                    " attempts; the Hessian is indefinite or nearly singular (collect more "
-                    "calibration tokens or raise percdamp)");
+    return fail(Status::NotPositiveDefinite, schedule.failure(failed_pivot_));
   }
 
   // ‖(H + λI)·4^(−k)·UᵀU·v − v‖ / ‖v‖ for a fixed probe v: how far UᵀU is from the inverse.

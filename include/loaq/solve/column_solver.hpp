@@ -58,6 +58,44 @@ inline Index panel_rows(Index m) {
   return std::max<Index>(1, std::min(r, m));
 }
 
+// Loss weight of each row: 4^(e − e_max) undoes the row scaling of (w − q)² relative to the
+// largest row; 4^e_max goes into the final scaling with the Hessian's, so nothing overflows.
+template <class Scalar>
+void row_loss_weights(const RowScaling<Scalar>& rows_scale, Index m, int log4_scale,
+                      Eigen::VectorXd& row_weight, int& loss_exponent) {
+  row_weight = Eigen::VectorXd::Ones(m);
+  loss_exponent = 2 * log4_scale;
+  if (!rows_scale.any()) return;
+  int e_max = std::numeric_limits<int>::min();
+  for (Index r = 0; r < m; ++r) e_max = std::max(e_max, rows_scale.exponent(r));
+  for (Index r = 0; r < m; ++r) row_weight[r] = std::ldexp(1.0, 2 * (rows_scale.exponent(r) - e_max));
+  loss_exponent += 2 * e_max;
+}
+
+// The solve's loss, Σ of the per-column losses (given in solve order, scaled by 2^loss_exponent),
+// and the diagnostics when asked for. Prep: a prepared Hessian, on the host or the GPU.
+template <class Prep>
+double report_loss(const Prep& prep, const Eigen::VectorXd& loss_solve_order, int loss_exponent,
+                   SolveDiagnostics* diag) {
+  const Index n = loss_solve_order.size();
+  Eigen::VectorXd loss_by_column(n);
+  for (Index j = 0; j < n; ++j)
+    loss_by_column[prep.perm[std::size_t(j)]] = std::ldexp(loss_solve_order[j], loss_exponent);
+  if (diag) {
+    diag->damping = prep.damping;
+    diag->relative_damping = prep.relative_damping;
+    diag->factor_attempts = prep.attempts;
+    diag->failed_pivot = prep.failed_pivot;
+    diag->double_fallback = prep.double_fallback;
+    diag->perm = prep.perm;
+    diag->dead.clear();
+    for (Index j = 0; j < n; ++j)
+      if (prep.dead[std::size_t(j)]) diag->dead.push_back(j);
+    diag->column_loss = loss_by_column;
+  }
+  return loss_by_column.sum();
+}
+
 // What both entry points of the column loop check before they touch W: shapes, options, the
 // grid, finiteness; then the per-row rescaling W needs (fitted into rows_scale).
 template <class Grid, class Derived>
@@ -123,17 +161,9 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   const Index groups = grouped ? (n + g - 1) / g : 1;
   const std::vector<Index>& perm = prep.perm;
 
-  // Loss weight of each row: 4^(e − e_max) undoes the row scaling of (w − q)² relative to the
-  // largest row; 4^e_max goes into the final scaling with the Hessian's, so nothing overflows.
-  Eigen::VectorXd row_weight = Eigen::VectorXd::Ones(m);
-  int loss_exponent = 2 * prep.log4_scale;
-  if (rows_scale.any()) {
-    int e_max = std::numeric_limits<int>::min();
-    for (Index r = 0; r < m; ++r) e_max = std::max(e_max, rows_scale.exponent(r));
-    for (Index r = 0; r < m; ++r)
-      row_weight[r] = std::ldexp(1.0, 2 * (rows_scale.exponent(r) - e_max));
-    loss_exponent += 2 * e_max;
-  }
+  Eigen::VectorXd row_weight;
+  int loss_exponent = 0;
+  row_loss_weights(rows_scale, m, prep.log4_scale, row_weight, loss_exponent);
   out.scales.resize(m, groups);
   out.zeros.resize(m, groups);
   out.g_idx.resize(n);
@@ -252,22 +282,9 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
     out = QuantizedWeight<Scalar>{};
     return r;
   }
-  Eigen::VectorXd loss_by_column(n);
-  for (Index j = 0; j < n; ++j)
-    loss_by_column[perm[std::size_t(j)]] = std::ldexp(panel_loss.col(j).sum(), loss_exponent);
-  out.loss = loss_by_column.sum();
-  if (diag) {
-    diag->damping = prep.damping;
-    diag->relative_damping = prep.relative_damping;
-    diag->factor_attempts = prep.attempts;
-    diag->failed_pivot = prep.failed_pivot;
-    diag->double_fallback = prep.double_fallback;
-    diag->perm = perm;
-    diag->dead.clear();
-    for (Index j = 0; j < n; ++j)
-      if (prep.dead[std::size_t(j)]) diag->dead.push_back(j);
-    diag->column_loss = loss_by_column;
-  }
+  Eigen::VectorXd loss_solve_order(n);
+  for (Index j = 0; j < n; ++j) loss_solve_order[j] = panel_loss.col(j).sum();
+  out.loss = report_loss(prep, loss_solve_order, loss_exponent, diag);
   return Report::success();
 }
 

@@ -41,6 +41,32 @@ namespace internal {
 // GPTQ Hessian is κ·6e−8, about 1e−3 at κ = 1e4); otherwise the factor is redone in double.
 constexpr double kFloatFactorTolerance = 1e-2;
 
+// GPTQ fasterquant's preamble on diag(H) (shared with the CUDA backend): a dead column (H_ii = 0,
+// no token reached it) gets H_ii = 1 in `diag`; the solve order is the stable argsort of the
+// diagonal, descending, with act-order, the identity otherwise.
+inline Report order_columns(std::vector<double>& diag, bool act_order, std::vector<bool>& dead,
+                            std::vector<Index>& perm) {
+  const std::size_t n = diag.size();
+  dead.assign(n, false);
+  std::size_t dead_count = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    if (diag[i] == 0) {
+      dead[i] = true;
+      diag[i] = 1;
+      ++dead_count;
+    }
+  if (n > 0 && dead_count == n)
+    return Report::fail(Status::InvalidArgument,
+                        "Hessian is all zero: no calibration tokens reached this layer");
+  perm.resize(n);
+  std::iota(perm.begin(), perm.end(), Index(0));
+  if (act_order)
+    std::stable_sort(perm.begin(), perm.end(), [&](Index a, Index b) {
+      return diag[std::size_t(a)] > diag[std::size_t(b)];
+    });
+  return Report::success();
+}
+
 template <class S, class Out>
 void take_factor(InverseFactor<S>& f, Out& out) {
   if constexpr (std::is_same<S, typename decltype(out.upper)::Scalar>::value)
@@ -68,24 +94,11 @@ Report prepare_hessian(const Eigen::MatrixBase<Derived>& H_in, bool act_order,
   if (Report r = internal::check_symmetric(H_in); !r.ok()) return r;
   const Index n = H_in.rows();
   Matrix<double> H = H_in.template cast<double>();
-  out.dead.assign(std::size_t(n), false);
-  Index dead = 0;
-  for (Index i = 0; i < n; ++i)
-    if (H(i, i) == 0) {
-      out.dead[std::size_t(i)] = true;
-      H(i, i) = 1;
-      ++dead;
-    }
-  if (n > 0 && dead == n)
-    return Report::fail(Status::InvalidArgument,
-                        "Hessian is all zero: no calibration tokens reached this layer");
-  out.perm.resize(std::size_t(n));
-  std::iota(out.perm.begin(), out.perm.end(), Index(0));
-  if (act_order) {
-    std::stable_sort(out.perm.begin(), out.perm.end(),
-                     [&](Index a, Index b) { return H(a, a) > H(b, b); });
-    H = H(out.perm, out.perm).eval();
-  }
+  std::vector<double> diag(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) diag[std::size_t(i)] = H(i, i);
+  if (Report r = internal::order_columns(diag, act_order, out.dead, out.perm); !r.ok()) return r;
+  for (Index i = 0; i < n; ++i) H(i, i) = diag[std::size_t(i)];
+  if (act_order) H = H(out.perm, out.perm).eval();
   if (!std::is_same<Scalar, double>::value && precision == FactorPrecision::Solver) {
     InverseFactor<Scalar> f;
     f.compute(H, damping);
