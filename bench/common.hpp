@@ -61,6 +61,18 @@ inline void set_threads(int threads) {
 #endif
 }
 
+// The layer shapes every bench runs, m × n = rows × columns of W: SmolLM2-135M's, then LLaMA-7B's.
+struct Shape {
+  const char* name;
+  Index m, n;
+};
+constexpr Shape kSmol[] = {{"smollm2_576x576", 576, 576},
+                           {"smollm2_1536x576", 1536, 576},
+                           {"smollm2_576x1536", 576, 1536}};
+constexpr Shape kLlama[] = {{"llama7b_4096x4096", 4096, 4096},
+                            {"llama7b_11008x4096", 11008, 4096},
+                            {"llama7b_4096x11008", 4096, 11008}};
+
 // Heavy-tailed weights: a normal scaled by 1 + 4·Bernoulli(0.01), like real LLM rows.
 template <class S>
 Mat<S> synthetic_weight(Index m, Index n, std::uint64_t seed) {

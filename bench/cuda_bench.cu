@@ -21,13 +21,7 @@ namespace {
 using bench::Index;
 using bench::Mat;
 
-struct Shape {
-  const char* name;
-  Index m, n;
-};
-const Shape kShapes[] = {{"smollm2_576x576", 576, 576},     {"smollm2_1536x576", 1536, 576},
-                         {"smollm2_576x1536", 576, 1536},   {"llama7b_4096x4096", 4096, 4096},
-                         {"llama7b_11008x4096", 11008, 4096}, {"llama7b_4096x11008", 4096, 11008}};
+using bench::Shape;
 
 void require(const loaq::Report& r, const char* what) {
   if (r.ok()) return;
@@ -85,9 +79,10 @@ int main(int argc, char** argv) {
   loaq::GptqOptions opt;
   opt.group_size = 128;
   const loaq::UniformGrid<float, 4> grid(false);
-  for (const Shape& s : kShapes) {
+  std::vector<Shape> shapes(std::begin(bench::kSmol), std::end(bench::kSmol));
+  if (!quick) shapes.insert(shapes.end(), std::begin(bench::kLlama), std::end(bench::kLlama));
+  for (const Shape& s : shapes) {
     const bool big = s.m * s.n > 4'000'000;
-    if (quick && big) continue;
     const int reps = big ? 3 : 10;
     const Mat<float> W = bench::synthetic_weight<float>(s.m, s.n, 11);
     // Statistics on the GPU from one batch: Ĥ, C = Σ(x − x̂)x̂ᵀ, G = Σ(r − r̂)x̂ᵀ.

@@ -32,16 +32,9 @@ namespace {
 using bench::Index;
 using bench::Mat;
 
-struct Shape {
-  const char* name;
-  Index m, n;
-};
-const Shape kSmol[] = {{"smollm2_576x576", 576, 576},
-                       {"smollm2_1536x576", 1536, 576},
-                       {"smollm2_576x1536", 576, 1536}};
-const Shape kLlama[] = {{"llama7b_4096x4096", 4096, 4096},
-                        {"llama7b_11008x4096", 11008, 4096},
-                        {"llama7b_4096x11008", 4096, 11008}};
+using bench::kLlama;
+using bench::kSmol;
+using bench::Shape;
 
 struct Config {
   bool full = false;

@@ -23,6 +23,18 @@ inline nlohmann::json reference_cases() {
   return nlohmann::json::parse(f);
 }
 
+// The solver options of one reference case (cases.json).
+inline loaq::GptqOptions reference_options(const nlohmann::json& c) {
+  loaq::GptqOptions opt;
+  opt.block_size = c["blocksize"];
+  opt.group_size = c["group"];
+  opt.act_order = c["act_order"];
+  opt.static_groups = c["static_groups"];
+  opt.search.mse = c["mse"];
+  opt.damping.percdamp = c["percdamp"];
+  return opt;
+}
+
 // Heavy-tailed weights and inputs with outlier channels, like real LLM layers.
 template <class Scalar>
 loaq::Matrix<Scalar> random_matrix(loaq::Index rows, loaq::Index cols, std::mt19937& rng,
@@ -43,6 +55,24 @@ inline Eigen::MatrixXd random_inputs(loaq::Index n, loaq::Index T, std::mt19937&
   X = mix * X;
   for (loaq::Index i = 0; i < n; i += 7) X.row(i) *= 5.0;  // outlier channels
   return X;
+}
+
+// A layer with its statistics: W (heavy-tailed), Ĥ, C = Σ(x − x̂)x̂ᵀ and G = Σ(r − r̂)x̂ᵀ from
+// tokens_per_feature·n tokens of correlated inputs; `dead` input channels no token reaches.
+struct Problem {
+  Eigen::MatrixXd W, H, C, G;
+};
+inline Problem make_problem(loaq::Index m, loaq::Index n, std::mt19937& rng, loaq::Index tokens_per_feature = 4,
+                     loaq::Index dead = 0) {
+  const loaq::Index T = tokens_per_feature * n;
+  Eigen::MatrixXd Xh = random_inputs(n, T, rng);
+  for (loaq::Index j = 0; j < dead; ++j) Xh.row(3 + 5 * j).setZero();
+  const Eigen::MatrixXd X = Xh + 0.2 * random_matrix<double>(n, T, rng);
+  const Eigen::MatrixXd R = random_matrix<double>(m, T, rng);
+  const Eigen::MatrixXd Rh = R + 0.3 * random_matrix<double>(m, T, rng);
+  loaq::CalibrationAccumulator<double> acc(n, m);
+  if (!acc.add_batch(Xh, X, Rh, R).ok()) return {};
+  return {random_matrix<double>(m, n, rng, 0.5), acc.hessian(), acc.cross(), acc.residual_cross()};
 }
 
 // Fraction of entries whose dequantized values agree (to a quarter of the local step).

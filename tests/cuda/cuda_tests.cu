@@ -18,21 +18,11 @@ loaq::cuda::Context& gpu() {
   return ctx;
 }
 
-struct Problem {
-  Eigen::MatrixXd W, H, C, G;
-};
+using loaq_test::Problem;
 
-// Heavy-tailed weights; correlated inputs with outlier channels; a drifted FP stream for C and G.
+// The layers these tests solve: T = 3n tokens, `dead` channels no token reaches.
 Problem make_problem(Index m, Index n, std::mt19937& rng, Index dead = 0) {
-  Eigen::MatrixXd Xh = loaq_test::random_inputs(n, 3 * n, rng);
-  for (Index j = 0; j < dead; ++j) Xh.row(3 + 5 * j).setZero();  // columns no token reaches
-  const Eigen::MatrixXd X = Xh + 0.2 * loaq_test::random_matrix<double>(n, 3 * n, rng);
-  const Eigen::MatrixXd R = loaq_test::random_matrix<double>(m, 3 * n, rng);
-  const Eigen::MatrixXd Rh = R + 0.3 * loaq_test::random_matrix<double>(m, 3 * n, rng);
-  loaq::CalibrationAccumulator<double> acc(n, m);
-  REQUIRE(acc.add_batch(Xh, X, Rh, R).ok());
-  return {loaq_test::random_matrix<double>(m, n, rng, 0.5), acc.hessian(), acc.cross(),
-          acc.residual_cross()};
+  return loaq_test::make_problem(m, n, rng, 3, dead);
 }
 
 template <class S>
@@ -75,13 +65,7 @@ TEST_CASE("GPTQ and GPTAQ on the GPU reproduce the reference implementations") {
     loaq::io::SafetensorsReader st(loaq_test::data_path("reference/" + file));
     const Eigen::MatrixXf W = st.matrix<float>("weight");
     const Eigen::MatrixXf expected = st.matrix<float>("expected", W.rows(), W.cols());
-    loaq::GptqOptions opt;
-    opt.block_size = c["blocksize"];
-    opt.group_size = c["group"];
-    opt.act_order = c["act_order"];
-    opt.static_groups = c["static_groups"];
-    opt.search.mse = c["mse"];
-    opt.damping.percdamp = c["percdamp"];
+    const loaq::GptqOptions opt = loaq_test::reference_options(c);
     auto run = [&](const auto& grid) {
       loaq::QuantizedWeight<float> out;
       if (c["method"] == "gptq") {

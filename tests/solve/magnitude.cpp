@@ -9,20 +9,8 @@ using loaq::Index;
 
 namespace {
 
-struct Problem {
-  Eigen::MatrixXd W, H, C, G;
-};
-
-Problem make_problem(Index m, Index n, std::mt19937& rng) {
-  const Eigen::MatrixXd Xh = loaq_test::random_inputs(n, 4 * n, rng);
-  const Eigen::MatrixXd X = Xh + 0.2 * loaq_test::random_matrix<double>(n, 4 * n, rng);
-  const Eigen::MatrixXd R = loaq_test::random_matrix<double>(m, 4 * n, rng);
-  const Eigen::MatrixXd Rh = R + 0.3 * loaq_test::random_matrix<double>(m, 4 * n, rng);
-  loaq::CalibrationAccumulator<double> acc(n, m);
-  REQUIRE(acc.add_batch(Xh, X, Rh, R).ok());
-  return {loaq_test::random_matrix<double>(m, n, rng, 0.5), acc.hessian(), acc.cross(),
-          acc.residual_cross()};
-}
+using loaq_test::make_problem;
+using loaq_test::Problem;
 
 // Every method on one problem; W, H, C, G scaled as given (C and G with H: they share its 2/n·Σ).
 template <class Scalar>

@@ -29,13 +29,7 @@ TEST_CASE("GPTQ and GPTAQ reproduce the reference implementations on float32 lay
     loaq::io::SafetensorsReader st(loaq_test::data_path("reference/" + file));
     const Eigen::MatrixXf W = st.matrix<float>("weight");
     const Eigen::MatrixXf expected = st.matrix<float>("expected", W.rows(), W.cols());
-    loaq::GptqOptions opt;
-    opt.block_size = c["blocksize"];
-    opt.group_size = c["group"];
-    opt.act_order = c["act_order"];
-    opt.static_groups = c["static_groups"];
-    opt.search.mse = c["mse"];
-    opt.damping.percdamp = c["percdamp"];
+    const loaq::GptqOptions opt = loaq_test::reference_options(c);
     dispatch_bits(c["bits"], c["sym"], [&](const auto& grid) {
       loaq::QuantizedWeight<float> out;
       loaq::Report r;
