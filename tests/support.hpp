@@ -35,6 +35,20 @@ inline loaq::GptqOptions reference_options(const nlohmann::json& c) {
   return opt;
 }
 
+// Calls f with the float grid of one reference case (bits and sym from cases.json); false for
+// bits the suite does not instantiate.
+template <class F>
+bool with_reference_grid(const nlohmann::json& c, F&& f) {
+  const bool sym = c["sym"];
+  switch (int(c["bits"])) {
+    case 2: f(loaq::UniformGrid<float, 2>(sym)); return true;
+    case 3: f(loaq::UniformGrid<float, 3>(sym)); return true;
+    case 4: f(loaq::UniformGrid<float, 4>(sym)); return true;
+    case 8: f(loaq::UniformGrid<float, 8>(sym)); return true;
+    default: return false;
+  }
+}
+
 // Heavy-tailed weights and inputs with outlier channels, like real LLM layers.
 template <class Scalar>
 loaq::Matrix<Scalar> random_matrix(loaq::Index rows, loaq::Index cols, std::mt19937& rng,

@@ -88,14 +88,7 @@ TEST_CASE("GPTQ and GPTAQ on the GPU reproduce the reference implementations") {
       MESSAGE(file << ": " << agree * 100 << "% of codes identical on the GPU");
       CHECK(agree >= 0.999);
     };
-    const bool sym = c["sym"];
-    switch (int(c["bits"])) {
-      case 2: run(loaq::UniformGrid<float, 2>(sym)); break;
-      case 3: run(loaq::UniformGrid<float, 3>(sym)); break;
-      case 4: run(loaq::UniformGrid<float, 4>(sym)); break;
-      case 8: run(loaq::UniformGrid<float, 8>(sym)); break;
-      default: FAIL("unexpected bits in cases.json");
-    }
+    CHECK(loaq_test::with_reference_grid(c, run));  // false: bits outside the suite's grids
   }
 }
 
