@@ -43,6 +43,7 @@ cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$root/build/prefi
 cmake --build build/consumer -j "$jobs"
 ./build/consumer/consumer
 ./build/consumer/consumer_optimized
+if command -v nvcc >/dev/null || [ -n "${CUDACXX:-}" ]; then ./build/consumer/consumer_cuda; fi  # loaq::cuda installed
 echo "== Python package (pip install into build/venv) and its pytest suite"
 bash scripts/test_python.sh
 echo "== all tests passed"
