@@ -368,6 +368,58 @@ TEST_CASE("bad input on the GPU: the CPU's statuses, an empty result, inputs unt
   });
 }
 
+TEST_CASE("no calibration tokens, no rows, no columns: the CPU's answers on the GPU") {
+  std::mt19937 rng(149);
+  const Index n = 40;
+  const Eigen::MatrixXf W = loaq_test::random_matrix<float>(8, n, rng);
+  const loaq::UniformGrid<float, 4> grid;
+  // An accumulator that saw no batch (or only empty ones) holds the zero Hessian.
+  loaq::cuda::CalibrationAccumulator<double> dev(gpu(), n);
+  loaq::CalibrationAccumulator<double> cpu(n);
+  REQUIRE(dev.add_batch(Eigen::MatrixXd(n, 0)).ok());
+  REQUIRE(cpu.add_batch(Eigen::MatrixXd(n, 0)).ok());
+  Eigen::MatrixXd H;
+  REQUIRE(dev.hessian(H).ok());
+  CHECK(H == cpu.hessian());
+  loaq::cuda::DeviceMatrix<float> Wd;
+  REQUIRE(loaq::cuda::upload(gpu(), W, Wd).ok());
+  loaq::cuda::DeviceQuantizedWeight<float> q;
+  const loaq::Report rg = loaq::cuda::gptq(gpu(), Wd, dev.hessian(), grid, {}, q);
+  loaq::QuantizedWeight<float> c;
+  const loaq::Report rc = loaq::gptq(W, cpu.hessian(), grid, {}, c);
+  CHECK(rg.status == loaq::Status::InvalidArgument);
+  CHECK(rg.status == rc.status);
+  CHECK(rg.message == rc.message);
+  // Empty layers: the same status and the same (empty) shapes as the CPU, nothing non-finite.
+  const Problem p = make_problem(6, n, rng);
+  for (const std::pair<Index, Index> shape : {std::pair<Index, Index>{0, n}, std::pair<Index, Index>{6, 0}}) {
+    const Index rows = shape.first, cols = shape.second;
+    CAPTURE(rows);
+    CAPTURE(cols);
+    const Eigen::MatrixXf We = p.W.topLeftCorner(rows, cols).cast<float>();
+    const Eigen::MatrixXd He = p.H.topLeftCorner(cols, cols);
+    loaq::QuantizedWeight<float> g, cc;
+    loaq::GptqOptions opt;
+    opt.group_size = 16;
+    const loaq::Report a = loaq::cuda::gptq(gpu(), We, He, grid, opt, g);
+    const loaq::Report b = loaq::gptq(We, He, grid, opt, cc);
+    CAPTURE(a.message);
+    CAPTURE(b.message);
+    CHECK(a.status == b.status);
+    if (a.ok() && b.ok()) {
+      CHECK(g.weight.rows() == cc.weight.rows());
+      CHECK(g.weight.cols() == cc.weight.cols());
+      CHECK(g.scales.rows() == cc.scales.rows());
+      CHECK(g.scales.cols() == cc.scales.cols());
+      CHECK(g.scales.allFinite());
+      CHECK(g.loss == cc.loss);
+    }
+    const loaq::Report ra = loaq::cuda::rtn(gpu(), We, grid, 16, {}, g);
+    const loaq::Report rb = loaq::rtn(We, grid, 16, {}, cc);
+    CHECK(ra.status == rb.status);
+  }
+}
+
 TEST_CASE("rows at the edge of float's range are solved like rows at magnitude 1") {
   std::mt19937 rng(131);
   const Problem p = make_problem(6, 64, rng);

@@ -32,8 +32,11 @@ class CalibrationAccumulator {
   using Mat = Matrix<Acc>;
 
   // n: input features; residual_rows: m for the residual cross term G (0 = not tracked).
+  // Ĥ starts as the n × n zero matrix on the device, as on the CPU, so that a solve before any
+  // batch says "no calibration tokens"; a failure to set it up (no device, no memory) is
+  // reported by the first add_batch.
   CalibrationAccumulator(Context& ctx, Index n, Index residual_rows = 0)
-      : ctx_(&ctx), n_(n), residual_rows_(residual_rows) {}
+      : ctx_(&ctx), n_(n), residual_rows_(residual_rows), setup_(zero_hessian()) {}
 
   Index features() const { return n_; }
   Index sequences() const { return sequences_; }
@@ -76,10 +79,7 @@ class CalibrationAccumulator {
 
   // The statistics copied to the host (an n × n zero Hessian before any batch).
   Report hessian(Mat& out) {
-    if (hessian_.size() == 0) {
-      out = Mat::Zero(n_, n_);
-      return Report::success();
-    }
+    LOAQ_CUDA_TRY(setup_);
     return download(*ctx_, hessian_, out);
   }
   Report cross(Mat& out) { return download(*ctx_, cross_, out); }
@@ -93,15 +93,11 @@ class CalibrationAccumulator {
                                                     sequences));
     const Index T = xh.cols();
     if (T == 0) return Report::success();  // an empty batch adds nothing (not even sequences)
-    LOAQ_CUDA_TRY(ctx_->init());
+    LOAQ_CUDA_TRY(setup_);
     // The batch terms on the host (O(n·T)); the products on the device (O(n²·T)).
     const Mat xa = a ? Mat(xh * a->asDiagonal()) : xh;
     DeviceMatrix<Acc> dxa, dterm;
     LOAQ_CUDA_TRY(upload(*ctx_, xa, dxa));
-    if (hessian_.size() == 0) {
-      LOAQ_CUDA_TRY(hessian_.resize(n_, n_));
-      LOAQ_CUDA_TRY(zero(hessian_));
-    }
     if (X && !has_cross()) {
       LOAQ_CUDA_TRY(cross_.resize(n_, n_));
       LOAQ_CUDA_TRY(zero(cross_));
@@ -135,6 +131,12 @@ class CalibrationAccumulator {
     return Report::success();
   }
 
+  Report zero_hessian() {
+    LOAQ_CUDA_TRY(ctx_->init());
+    LOAQ_CUDA_TRY(hessian_.resize(n_, n_));
+    LOAQ_CUDA_TRY(zero(hessian_));
+    return ctx_->synchronize("zeroing the Hessian");
+  }
   Report zero(DeviceMatrix<Acc>& M) {
     return check(cudaMemsetAsync(M.data(), 0, sizeof(Acc) * M.size(), ctx_->stream()), "cudaMemset");
   }
@@ -143,6 +145,7 @@ class CalibrationAccumulator {
   Index n_ = 0, residual_rows_ = 0;
   DeviceMatrix<Acc> hessian_, cross_, residual_cross_;
   Index sequences_ = 0, tokens_ = 0;
+  Report setup_;  // after hessian_: initialized by zero_hessian()
 };
 
 }  // namespace cuda

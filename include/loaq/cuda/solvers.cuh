@@ -27,7 +27,8 @@ struct SolveWeight {
   DeviceMatrix<S> W;
   internal::RowScaling<S> rows;
   DeviceBuffer<int> exponents;
-  bool fitted = false;  // rows chosen (and W scaled) already
+  bool checked = false;  // W known to be finite
+  bool fitted = false;   // rows chosen (and W scaled) already
 };
 
 // A host weight on the device in the solver's scalar. A weight of another scalar is checked and
@@ -51,12 +52,14 @@ Report upload_weight(Context& ctx, const Eigen::MatrixBase<DW>& W, SolveWeight<S
   }
 }
 
+// One pass over W on the device, at most once per weight.
 template <class S>
-Report check_weight_finite(Context& ctx, const SolveWeight<S>& w) {
-  if (w.fitted) return Report::success();
+Report check_weight_finite(Context& ctx, SolveWeight<S>& w) {
+  if (w.checked || w.fitted) return Report::success();
   bool finite = true;
   LOAQ_CUDA_TRY(all_finite(ctx, w.W.data(), std::size_t(w.W.size()), finite));
   if (!finite) return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
+  w.checked = true;
   return Report::success();
 }
 
@@ -211,6 +214,7 @@ Report solve(Context& ctx, SolveWeight<typename Grid::Scalar>& w, const DeviceMa
                           "nearly singular (raise percdamp)");
     if (target_out) LOAQ_CUDA_TRY(download(ctx, target, *target_out));
     w.W = std::move(target);
+    w.checked = true;  // just checked as the target
     w.fitted = false;
   }
   DeviceMatrix<S> Pt;
