@@ -138,7 +138,8 @@ write("gguf_fuzz", "tensors_quant.gguf", gguf([], [
     ("q4_0", [32, 2], 2, q4_0(ramp) + q4_0(ramp[::-1])),
     ("q4_1", [32], 3, q4_1(ramp)),
     ("q8_0", [32, 1, 1], 8, q8_0(ramp)),
-    ("q4_k", [256], 12, bytes(144)),  # listed type this reader cannot dequantize
+    ("q4_k", [256], 12, bytes(144)),  # a K-quant super-block
+    ("q2_k", [256], 10, bytes(84)),  # listed type this reader cannot dequantize
 ]))
 write("gguf_fuzz", "v2_align64.gguf", gguf([("general.alignment", "u32", 64)], [
     ("a", [4], 0, f32([1, 2, 3, 4])),

@@ -2,9 +2,11 @@
 // supported type, and every malformed file (truncated, corrupted, inconsistent) is a format_error.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <loaq/io/gguf.hpp>
 #include <random>
 
@@ -256,7 +258,7 @@ TEST_CASE("gguf tensors: dequantization of every supported type and PyTorch matr
     for (int j = 0; j < 32; ++j) b.push_back(std::uint8_t(std::int8_t(j * 8 - 128)));
     w.tensor("q8_0", {32}, loaq::io::ggml_type::Q8_0, b);
   }
-  w.tensor("q6_k", {256}, 14, Bytes(210, 0));  // valid table entry, no dequantizer
+  w.tensor("q2_k", {256}, 10, Bytes(84, 0));  // valid table entry, no dequantizer
   const GgufReader r(w.bytes(), "mem");
   CHECK(r.version() == 2);
   CHECK(r.data_offset() % 32 == 0);
@@ -283,9 +285,41 @@ TEST_CASE("gguf tensors: dequantization of every supported type and PyTorch matr
     CHECK(q41[std::size_t(j)] == 0.5f * float(code) + m);
     CHECK(q80[std::size_t(j)] == 0.125f * float(j * 8 - 128));
   }
-  CHECK(r.tensor("q6_k").n_bytes == 210);
-  CHECK_THROWS_WITH_AS(r.dequantize("q6_k"), doctest::Contains("Q6_K"), format_error);
+  CHECK(r.tensor("q2_k").n_bytes == 84);
+  CHECK_THROWS_WITH_AS(r.dequantize("q2_k"), doctest::Contains("Q2_K"), format_error);
   CHECK_THROWS_WITH_AS(r.tensor("nope"), doctest::Contains("'nope' is missing"), format_error);
+}
+
+TEST_CASE("gguf block formats equal the gguf PyPI package's dequantization") {
+  // tests/data/ggml_blocks.gguf (scripts/gen_ggml_vectors.py, written by gguf-py's GGUFWriter):
+  // random blocks of each type beside gguf.quants.dequantize of the same bytes.
+  const GgufReader r(std::string(LOAQ_SOURCE_DIR) + "/tests/data/ggml_blocks.gguf");
+  for (const char* type : {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"}) {
+    CAPTURE(type);
+    REQUIRE(r.tensor(type).type_name() == type);
+    const Eigen::MatrixXf got = r.matrix(type, 2, 512);
+    const Eigen::MatrixXf want = r.matrix(std::string(type) + ".expected", 2, 512);
+    // A contracted d·q − m (fused multiply-add) may round differently from numpy's two steps:
+    // allow a few float ulps of the largest value among the 16 elements sharing a scale. A
+    // wrong bit anywhere in a code or scale is off by at least one quantization step. Zeros
+    // must carry the reference's sign (exports are checked bit for bit).
+    Eigen::Index exact = 0;
+    for (Eigen::Index i = 0; i < got.rows(); ++i)
+      for (Eigen::Index j = 0; j < got.cols(); j += 16) {
+        const float tol = 4 * std::numeric_limits<float>::epsilon() *
+                          want.row(i).segment(j, 16).cwiseAbs().maxCoeff();
+        for (Eigen::Index k = j; k < j + 16; ++k) {
+          CAPTURE(i);
+          CAPTURE(k);
+          if (got(i, k) == want(i, k))
+            REQUIRE(std::signbit(got(i, k)) == std::signbit(want(i, k)));
+          else
+            REQUIRE(std::abs(got(i, k) - want(i, k)) <= tol);
+          exact += got(i, k) == want(i, k);
+        }
+      }
+    MESSAGE(type << ": " << exact << " of " << got.size() << " values bit-identical");
+  }
 }
 
 TEST_CASE("gguf alignment: custom alignment honoured, bad values rejected") {

@@ -1,6 +1,7 @@
 // GGUF reader (optional: not included by loaq.hpp). Reads versions 2 and 3 of the llama.cpp
 // model format: metadata key/values, the tensor table, and float dequantization of the tensor
-// types a small LLaMA file uses (F32, F16, BF16, F64, I8..I64, Q4_0, Q4_1, Q8_0).
+// types LLaMA- and Qwen2-family files use (F32, F16, BF16, F64, I8..I64, Q4_0, Q4_1, Q5_0, Q5_1,
+// Q8_0, Q4_K, Q5_K, Q6_K; blocks in ggml_dequant.hpp).
 //
 // Layout (all little-endian): "GGUF", u32 version, u64 tensor_count, u64 kv_count,
 // kv_count × {string key, u32 value type, value}, tensor_count × {string name, u32 n_dims,
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "error.hpp"
+#include "ggml_dequant.hpp"
 
 namespace loaq {
 namespace io {
@@ -83,12 +85,6 @@ inline const GgmlTypeInfo* ggml_type_info(std::uint32_t id) {
   for (const auto& t : table)
     if (t.id == id) return &t;
   return nullptr;
-}
-
-// The ggml type ids this reader can dequantize.
-namespace ggml_type {
-constexpr std::uint32_t F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, I8 = 24, I16 = 25,
-                        I32 = 26, I64 = 27, F64 = 28, BF16 = 30;
 }
 
 // One metadata value. Numeric arrays keep their raw little-endian element bytes (compact: a
@@ -414,7 +410,8 @@ class GgufReader {
 
   static bool can_dequantize(std::uint32_t type) {
     using namespace ggml_type;
-    for (std::uint32_t s : {F32, F16, BF16, F64, I8, I16, I32, I64, Q4_0, Q4_1, Q8_0})
+    for (std::uint32_t s : {F32, F16, BF16, F64, I8, I16, I32, I64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+                            Q4_K, Q5_K, Q6_K})
       if (type == s) return true;
     return false;
   }
@@ -679,10 +676,6 @@ class GgufReader {
     }
   }
 
-  static float half_at(const std::uint8_t* p) {
-    return float(Eigen::numext::bit_cast<Eigen::half>(std::uint16_t(p[0] | (p[1] << 8))));
-  }
-
   void dequantize_into(const GgufTensor& t, float* out) const {
     const std::uint8_t* p = raw(t);
     const std::size_t n = std::size_t(t.n_elements);
@@ -703,7 +696,7 @@ class GgufReader {
         }
         return;
       case ggml_type::F16:
-        for (std::size_t i = 0; i < n; ++i) out[i] = half_at(p + 2 * i);
+        for (std::size_t i = 0; i < n; ++i) out[i] = ggml::half_at(p + 2 * i);
         return;
       case ggml_type::BF16:
         for (std::size_t i = 0; i < n; ++i)
@@ -716,34 +709,9 @@ class GgufReader {
           out[i] = float(std::int64_t(le(p + w * i, w) << shift) >> shift);
         return;
       }
-      // Blocks of 32: an f16 scale d (and for Q4_1 an f16 offset m), then 16 bytes whose low
-      // nibbles are elements 0..15 and high nibbles elements 16..31 (Q4), or 32 int8 (Q8_0).
-      case ggml_type::Q4_0:
-        for (std::size_t b = 0; b < n / 32; ++b, p += 18, out += 32) {
-          const float d = half_at(p);
-          for (int j = 0; j < 16; ++j) {
-            out[j] = float(int(p[2 + j] & 0x0f) - 8) * d;
-            out[j + 16] = float(int(p[2 + j] >> 4) - 8) * d;
-          }
-        }
-        return;
-      case ggml_type::Q4_1:
-        for (std::size_t b = 0; b < n / 32; ++b, p += 20, out += 32) {
-          const float d = half_at(p), m = half_at(p + 2);
-          for (int j = 0; j < 16; ++j) {
-            out[j] = float(p[4 + j] & 0x0f) * d + m;
-            out[j + 16] = float(p[4 + j] >> 4) * d + m;
-          }
-        }
-        return;
-      case ggml_type::Q8_0:
-        for (std::size_t b = 0; b < n / 32; ++b, p += 34, out += 32) {
-          const float d = half_at(p);
-          for (int j = 0; j < 32; ++j) out[j] = float(std::int8_t(p[2 + j])) * d;
-        }
-        return;
-      default:
+      default:  // block formats
         check_dequantizable(t);
+        ggml::dequantize_blocks(t.type, p, n / ggml_type_info(t.type)->block, out);
     }
   }
 
@@ -752,7 +720,7 @@ class GgufReader {
     if (!can_dequantize(t.type))
       throw format_error(name_ + ": tensor '" + t.name + "' has type " + t.type_name() +
                          ", which this reader cannot dequantize (supported: F32, F16, BF16, "
-                         "F64, I8-I64, Q4_0, Q4_1, Q8_0)");
+                         "F64, I8-I64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)");
   }
 
   std::string name_;
