@@ -2,9 +2,10 @@
 """Cross-checks the C++ forward pass (include/loaq/llm/decoder.hpp) with an independent numpy
 forward in float64 over the `gguf` package's reader and dequantizer.
 
-The numpy side keeps the file's q/k row order and uses llama.cpp's "normal" RoPE (rotating
-adjacent pairs), while the C++ side un-permutes q/k to Hugging Face order and uses rotate_half;
-agreement therefore also checks the un-permutation.
+The numpy side keeps the file's q/k row order and uses llama.cpp's RoPE for the architecture:
+"normal" (rotating adjacent pairs) for llama files, whose q/k rows the C++ side un-permutes to
+Hugging Face order and rotates with rotate_half, so agreement also checks the un-permutation;
+NEOX (pairs i, i + hd/2) for qwen2 files, which also have q/k/v biases and their own head.
 
     python3 scripts/check_forward.py --model M.gguf \
         --exe BUILD/examples/llm_tools/loaq-dump-logits [--text FILE] [--tokens 64]
@@ -35,12 +36,16 @@ def scalar(r, key):
 def load(path):
     r = GGUFReader(path)
     w = {t.name: dequantize(t.data, t.tensor_type).astype(np.float64) for t in r.tensors}
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    if arch not in ("llama", "qwen2"):
+        raise SystemExit(f"check_forward.py: architecture '{arch}' is not llama or qwen2")
     cfg = dict(
-        n_layers=scalar(r, "llama.block_count"),
-        n_heads=scalar(r, "llama.attention.head_count"),
-        n_kv=scalar(r, "llama.attention.head_count_kv"),
-        theta=scalar(r, "llama.rope.freq_base"),
-        eps=scalar(r, "llama.attention.layer_norm_rms_epsilon"),
+        arch=arch,
+        n_layers=scalar(r, f"{arch}.block_count"),
+        n_heads=scalar(r, f"{arch}.attention.head_count"),
+        n_kv=scalar(r, f"{arch}.attention.head_count_kv"),
+        theta=scalar(r, f"{arch}.rope.freq_base"),
+        eps=scalar(r, f"{arch}.attention.layer_norm_rms_epsilon"),
     )
     return cfg, w
 
@@ -49,15 +54,26 @@ def rms_norm(x, g, eps):  # x: T × d
     return x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps) * g
 
 
+def rope_angles(T, hd, theta):  # T × 1 × hd/2
+    ang = np.arange(T)[:, None] * (theta ** (-np.arange(0, hd, 2) / hd))[None, :]
+    return np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+
+
 def rope_adjacent(x, n_heads, theta):  # x: T × (n_heads·hd); pairs (2i, 2i+1) as llama.cpp
     T, n = x.shape
-    hd = n // n_heads
-    inv = theta ** (-np.arange(0, hd, 2) / hd)
-    ang = np.arange(T)[:, None] * inv[None, :]  # T × hd/2
-    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    x = x.reshape(T, n_heads, hd // 2, 2)
+    c, s = rope_angles(T, n // n_heads, theta)
+    x = x.reshape(T, n_heads, n // n_heads // 2, 2)
     a, b = x[..., 0], x[..., 1]
     return np.stack([a * c - b * s, b * c + a * s], axis=-1).reshape(T, n)
+
+
+def rope_neox(x, n_heads, theta):  # pairs (i, i + hd/2): llama.cpp's NEOX mode (qwen2 files)
+    T, n = x.shape
+    hd = n // n_heads
+    c, s = rope_angles(T, hd, theta)
+    x = x.reshape(T, n_heads, 2, hd // 2)
+    a, b = x[:, :, 0], x[:, :, 1]
+    return np.concatenate([a * c - b * s, b * c + a * s], axis=-1).reshape(T, n)
 
 
 def forward(cfg, w, ids):
@@ -66,22 +82,28 @@ def forward(cfg, w, ids):
     nh, nkv = cfg["n_heads"], cfg["n_kv"]
     hd = h.shape[1] // nh
     mask = np.triu(np.full((T, T), -np.inf), 1)
+    rope = rope_adjacent if cfg["arch"] == "llama" else rope_neox
+
+    def linear(x, name):  # x Wᵀ (+ b where the file has a bias)
+        y = x @ w[name + ".weight"].T
+        return y + w[name + ".bias"] if name + ".bias" in w else y
+
     for i in range(cfg["n_layers"]):
         p = f"blk.{i}."
         x = rms_norm(h, w[p + "attn_norm.weight"], cfg["eps"])
-        q = rope_adjacent(x @ w[p + "attn_q.weight"].T, nh, cfg["theta"]).reshape(T, nh, hd)
-        k = rope_adjacent(x @ w[p + "attn_k.weight"].T, nkv, cfg["theta"]).reshape(T, nkv, hd)
-        v = (x @ w[p + "attn_v.weight"].T).reshape(T, nkv, hd)
+        q = rope(linear(x, p + "attn_q"), nh, cfg["theta"]).reshape(T, nh, hd)
+        k = rope(linear(x, p + "attn_k"), nkv, cfg["theta"]).reshape(T, nkv, hd)
+        v = linear(x, p + "attn_v").reshape(T, nkv, hd)
         ctx = np.empty((T, nh, hd))
         for j in range(nh):
             kv = j // (nh // nkv)
             sc = q[:, j] @ k[:, kv].T / np.sqrt(hd) + mask
             sc = np.exp(sc - sc.max(axis=1, keepdims=True))
             ctx[:, j] = (sc / sc.sum(axis=1, keepdims=True)) @ v[:, kv]
-        h = h + ctx.reshape(T, -1) @ w[p + "attn_output.weight"].T
+        h = h + linear(ctx.reshape(T, -1), p + "attn_output")
         x = rms_norm(h, w[p + "ffn_norm.weight"], cfg["eps"])
-        g = x @ w[p + "ffn_gate.weight"].T
-        h = h + (g / (1 + np.exp(-g)) * (x @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
+        g = linear(x, p + "ffn_gate")
+        h = h + linear(g / (1 + np.exp(-g)) * linear(x, p + "ffn_up"), p + "ffn_down")
     head = w.get("output.weight", w["token_embd.weight"])
     return rms_norm(h, w["output_norm.weight"], cfg["eps"]) @ head.T  # T × V
 

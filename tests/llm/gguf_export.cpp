@@ -4,6 +4,7 @@
 // not reproduce is refused with the target file untouched.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -42,19 +43,32 @@ std::vector<std::uint8_t> f32(const Eigen::MatrixXf& M) {  // row-major, as a gg
   return b;
 }
 
+// How tiny_source writes the file: llama.cpp's "llama" (q/k rows interleaved per head) or
+// "qwen2" (Hugging Face order) conversion, optionally with Qwen2's q/k/v biases and own head.
+struct TinySource {
+  std::string arch = "llama";
+  bool biases = false;
+  bool separate_head = false;
+};
+
 // The tiny model with blocks of 32 everywhere (d_ff 64), its embedding stored as Q8_0, written
-// as a "llama" GGUF the way llama.cpp's converter writes one (q/k rows interleaved per head).
-std::vector<std::uint8_t> tiny_source() {
+// as a GGUF the way llama.cpp's converter writes one.
+std::vector<std::uint8_t> tiny_source(const TinySource& how = {}) {
   llm::Model m = loaq_test::tiny_model(3);
   std::mt19937 rng(4);
   std::normal_distribution<float> g(0.f, 0.15f);
   m.config.d_ff = 64;
+  m.config.rope_rows_permuted = how.arch == "llama";
   for (auto& L : m.layers) {
     L.gate = Eigen::MatrixXf::NullaryExpr(64, 32, [&] { return g(rng); });
     L.up = Eigen::MatrixXf::NullaryExpr(64, 32, [&] { return g(rng); });
     L.down = Eigen::MatrixXf::NullaryExpr(32, 64, [&] { return g(rng); });
+    if (how.biases)
+      for (auto k : {llm::Linear::q, llm::Linear::k, llm::Linear::v})
+        L.bias[int(k)] = Eigen::VectorXf::NullaryExpr(L.weight(k).rows(), [&] { return g(rng); });
   }
   const llm::Config& c = m.config;
+  const std::string& a = how.arch;
   loaq::io::GgufWriter w;
   auto u32 = [](std::uint64_t v) { return GgufValue::scalar_value(GgufValueType::UINT32, v); };
   auto f = [](float v) {
@@ -62,16 +76,16 @@ std::vector<std::uint8_t> tiny_source() {
     std::memcpy(&bits, &v, 4);
     return GgufValue::scalar_value(GgufValueType::FLOAT32, bits);
   };
-  w.set("general.architecture", GgufValue::string_value("llama"));
+  w.set("general.architecture", GgufValue::string_value(a));
   w.set("general.name", GgufValue::string_value("tiny"));
-  w.set("llama.block_count", u32(std::uint64_t(c.n_layers)));
-  w.set("llama.context_length", u32(std::uint64_t(c.context_length)));
-  w.set("llama.embedding_length", u32(std::uint64_t(c.d_model)));
-  w.set("llama.feed_forward_length", u32(std::uint64_t(c.d_ff)));
-  w.set("llama.attention.head_count", u32(std::uint64_t(c.n_heads)));
-  w.set("llama.attention.head_count_kv", u32(std::uint64_t(c.n_kv_heads)));
-  w.set("llama.rope.freq_base", f(10000.f));
-  w.set("llama.attention.layer_norm_rms_epsilon", f(1e-5f));
+  w.set(a + ".block_count", u32(std::uint64_t(c.n_layers)));
+  w.set(a + ".context_length", u32(std::uint64_t(c.context_length)));
+  w.set(a + ".embedding_length", u32(std::uint64_t(c.d_model)));
+  w.set(a + ".feed_forward_length", u32(std::uint64_t(c.d_ff)));
+  w.set(a + ".attention.head_count", u32(std::uint64_t(c.n_heads)));
+  w.set(a + ".attention.head_count_kv", u32(std::uint64_t(c.n_kv_heads)));
+  w.set(a + ".rope.freq_base", f(10000.f));
+  w.set(a + ".attention.layer_norm_rms_epsilon", f(1e-5f));
   auto dims = [](const Eigen::MatrixXf& M) {
     return std::vector<std::uint64_t>{std::uint64_t(M.cols()), std::uint64_t(M.rows())};
   };
@@ -80,6 +94,8 @@ std::vector<std::uint8_t> tiny_source() {
   w.add_tensor("token_embd.weight", dims(m.embedding), loaq::io::ggml_type::Q8_0,
                loaq::io::pack_ggml_blocks(loaq::GgmlQ8_0Grid<float>(), e));
   w.add_tensor("output_norm.weight", {32}, loaq::io::ggml_type::F32, f32(m.output_norm.transpose()));
+  if (how.separate_head)
+    w.add_tensor("output.weight", dims(m.embedding), loaq::io::ggml_type::F32, f32(-0.5f * m.embedding));
   for (int l = 0; l < c.n_layers; ++l) {
     const llm::DecoderLayer& L = m.layers[std::size_t(l)];
     const std::string p = "blk." + std::to_string(l) + ".";
@@ -91,6 +107,11 @@ std::vector<std::uint8_t> tiny_source() {
       const Eigen::MatrixXf file = order.empty() ? W : Eigen::MatrixXf(W(order, Eigen::all));
       w.add_tensor(p + llm::gguf_linear_name(llm::Linear(k)) + ".weight", dims(W),
                    loaq::io::ggml_type::F32, f32(file));
+      const Eigen::VectorXf& b = L.bias[k];
+      if (b.size())
+        w.add_tensor(p + llm::gguf_linear_name(llm::Linear(k)) + ".bias", {std::uint64_t(b.size())},
+                     loaq::io::ggml_type::F32,
+                     f32(order.empty() ? Eigen::MatrixXf(b.transpose()) : Eigen::MatrixXf(b(order).transpose())));
     }
   }
   return w.bytes();
@@ -104,16 +125,18 @@ struct TempFile {
   std::vector<char> bytes() const { return loaq_test::file_bytes(path); }
 };
 
-// Every linear, norm and the embedding of `a` and `b` bit for bit.
+// Every linear and bias, norm, the embedding and the head of `a` and `b` bit for bit.
 void check_same_weights(const llm::Model& a, const llm::Model& b) {
   REQUIRE(a.layers.size() == b.layers.size());
   CHECK(bit_equal(a.embedding, b.embedding));
+  CHECK(bit_equal(a.output, b.output));
   CHECK(bit_equal(a.output_norm, b.output_norm));
   for (std::size_t l = 0; l < a.layers.size(); ++l) {
     for (int k = 0; k < 7; ++k) {
       CAPTURE(l);
       CAPTURE(k);
       CHECK(bit_equal(a.layers[l].weight(llm::Linear(k)), b.layers[l].weight(llm::Linear(k))));
+      CHECK(bit_equal(a.layers[l].bias[k], b.layers[l].bias[k]));
     }
     CHECK(bit_equal(a.layers[l].attn_norm, b.layers[l].attn_norm));
     CHECK(bit_equal(a.layers[l].ffn_norm, b.layers[l].ffn_norm));
@@ -174,6 +197,44 @@ TEST_CASE("gguf export: block-quantized linears reload bit for bit, the rest as 
   run(loaq::GgmlQ4_0Grid<float>(), true, 2, "Q4_0");
   run(loaq::GgmlQ4_1Grid<float>(), true, 3, "Q4_1");
   run(loaq::GgmlQ8_0Grid<float>(), true, 7, "Q8_0");
+}
+
+TEST_CASE("qwen2 file: Hugging Face row order, q/k/v biases and its own head load as the llama conversion") {
+  // The same model written both ways: the loader must undo the llama file's q/k permutation and
+  // take the qwen2 file as it is, so both load to identical weights, biases and logits.
+  const GgufReader as_llama(tiny_source({"llama", true, true}), "tiny-llama.gguf");
+  const GgufReader as_qwen2(tiny_source({"qwen2", true, true}), "tiny-qwen2.gguf");
+  const auto& q_llama = as_llama.tensor("blk.0.attn_q.weight");
+  CHECK(std::memcmp(as_llama.raw(q_llama), as_qwen2.raw(as_qwen2.tensor("blk.0.attn_q.weight")),
+                    q_llama.n_bytes) != 0);
+  const llm::Model a = llm::Model::load(as_llama), b = llm::Model::load(as_qwen2);
+  CHECK(a.config.rope_rows_permuted);
+  CHECK_FALSE(b.config.rope_rows_permuted);
+  CHECK(b.config.architecture == "qwen2");
+  check_same_weights(a, b);
+  CHECK(b.layers[1].bias_of(llm::Linear::k).size() == 16);
+  CHECK(b.layers[1].bias_of(llm::Linear::o).size() == 0);
+  CHECK(bit_equal(b.lm_head(), as_qwen2.matrix("output.weight")));  // its own head, not the embedding
+  CHECK_FALSE(bit_equal(b.lm_head(), b.embedding));
+  const auto window = loaq_test::random_token_windows(1, 12, 5)[0];
+  CHECK(bit_equal(a.forward(window), b.forward(window)));
+
+  // Exported in Q4_0 and read back: the qwen2 file keeps its row order and its biases.
+  llm::PackedLinears packed;
+  const llm::Model q = quantize_packed(b, loaq::GgmlQ4_0Grid<float>(), true, packed);
+  TempFile out("loaq_export_qwen2.gguf");
+  llm::export_gguf(as_qwen2, q, packed, {}, out.path);
+  const GgufReader r(out.path);
+  CHECK(r.get_string("general.architecture") == "qwen2");
+  check_same_weights(q, llm::Model::load(r));
+
+  // Another architecture is refused with the supported names.
+  auto other = tiny_source({"qwen2", false, false});
+  const std::string from = "qwen2", to = "gemma";
+  const auto it = std::search(other.begin(), other.end(), from.begin(), from.end());
+  std::copy(to.begin(), to.end(), it);  // same length: only general.architecture's value changes
+  CHECK_THROWS_WITH_AS(llm::Model::load(GgufReader(other, "gemma.gguf")),
+                       doctest::Contains("not supported (llama, qwen2)"), loaq::io::format_error);
 }
 
 TEST_CASE("gguf export: all-F32 writes every tensor as F32 with the same values") {

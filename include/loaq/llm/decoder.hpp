@@ -1,6 +1,7 @@
 // LLaMA-family decoder in float, loaded from a GGUF file, written so that a quantization pipeline
 // can run it layer by layer and sub-block by sub-block and swap any linear's weight. A model
-// family is data (a Config read from GGUF metadata), not a type: SmolLM2 is one configuration.
+// family is data (a Config read from GGUF metadata), not a type: SmolLM2 and Qwen2.5 are two
+// configurations.
 //
 // Layout: hidden states are d×T (one column per token, one sequence, causal attention).
 // Weights are Eigen::MatrixXf in PyTorch layout (out × in), y = W x (+ b when the file has one).
@@ -9,7 +10,7 @@
 // "llama" architecture so that its "normal" RoPE can rotate adjacent pairs (x[2i], x[2i+1]). The
 // loader undoes that permutation, so q and k here have Hugging Face's row order and RoPE is HF's
 // rotate_half (pairs (i, i+d/2)). Scores are identical either way; HF order makes weights
-// comparable with HF checkpoints.
+// comparable with HF checkpoints. "qwen2" files are not permuted and load as they are.
 #pragma once
 
 #include <Eigen/Core>
@@ -54,13 +55,15 @@ struct Config {
   static Config from_gguf(const loaq::io::GgufReader& g) {
     using loaq::io::format_error;
     const std::string a = g.get_string("general.architecture");
-    // "llama" covers LLaMA, SmolLM2 and Mistral-style files; its converter permutes q/k rows. A
-    // family converted without that permutation (Qwen2: q/k/v biases, NEOX RoPE) is one more
-    // branch here with rope_rows_permuted = false.
-    if (a != "llama") throw format_error("model: architecture '" + a + "' is not supported (llama)");
+    // "llama" covers LLaMA, SmolLM2 and Mistral-style files; its converter permutes q/k rows for
+    // llama.cpp's adjacent-pair RoPE. "qwen2" files keep Hugging Face's row order (llama.cpp runs
+    // them with NEOX RoPE, which is rotate_half) and add q/k/v biases, which load() reads
+    // wherever a file has them.
+    if (a != "llama" && a != "qwen2")
+      throw format_error("model: architecture '" + a + "' is not supported (llama, qwen2)");
     Config c;
     c.architecture = a;
-    c.rope_rows_permuted = true;
+    c.rope_rows_permuted = a == "llama";
     auto dim = [&](const std::string& key, std::uint64_t def, bool required) {
       const std::uint64_t v = required ? g.get_uint(a + key) : g.get_uint(a + key, def);
       if (v == 0 || v > (1u << 20)) throw format_error(a + key + " = " + std::to_string(v) + " is out of range");
