@@ -1,4 +1,5 @@
-// The real SmolLM2 model for the tests, loaded once; null when its GGUF file is absent.
+// The real SmolLM2 model and the Qwen2.5 tokenizer for the tests, each loaded once; null when its
+// GGUF file is absent.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -36,6 +37,26 @@ inline bool skip_without_model() {
   if (real_model()) return false;
   MESSAGE("skipped: SmolLM2 GGUF not found at " << loaq_examples::default_model_path()
                                                 << " (run scripts/fetch_model.sh or set LOAQ_MODEL)");
+  return true;
+}
+
+// The tokenizer of the optional Qwen2.5 file, without its model (the file's other 490 MB are
+// dropped once the vocabulary is read).
+inline const loaq::llm::Tokenizer* qwen_tokenizer() {
+  static const std::unique_ptr<loaq::llm::Tokenizer> t = [] {
+    const std::string path = loaq_examples::qwen_model_path();
+    if (!loaq_examples::file_exists(path)) return std::unique_ptr<loaq::llm::Tokenizer>();
+    return std::make_unique<loaq::llm::Tokenizer>(
+        loaq::llm::Tokenizer::from_gguf(loaq::io::GgufReader(path)));
+  }();
+  return t.get();
+}
+
+inline bool skip_without_qwen() {
+  if (qwen_tokenizer()) return false;
+  MESSAGE("skipped: Qwen2.5 GGUF not found at "
+          << loaq_examples::qwen_model_path()
+          << " (run scripts/fetch_model.sh qwen2.5-0.5b or set LOAQ_QWEN_MODEL)");
   return true;
 }
 

@@ -1,5 +1,5 @@
 // Byte-level BPE tokenizer (GPT-2 style) built from a GGUF file's tokenizer.ggml.* metadata
-// (SmolLM2, GPT-2 and other models whose tokenizer.ggml.model is "gpt2").
+// (SmolLM2, Qwen2/Qwen2.5, GPT-2 and other models whose tokenizer.ggml.model is "gpt2").
 //
 // encode: split special (control) tokens out of the text, pre-tokenize each remaining span with
 // the file's declared pre-tokenizer, map each piece's bytes to GPT-2's printable byte alphabet,
@@ -7,7 +7,14 @@
 //   "gpt2"   GPT-2's regex   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //   "smollm" every \p{N} character is first isolated (HF's Digits(individual_digits=true)),
 //            then GPT-2's regex runs on the spans in between (as HF's Sequence does).
-// The regex is implemented by hand, alternative by alternative, on code points.
+//   "qwen2"  Qwen2's regex   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}
+//                            | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+// The regexes are implemented by hand, alternative by alternative, on code points.
+//
+// No normalization: Qwen2's tokenizer.json puts an NFC normalizer before its pre-tokenizer;
+// this tokenizer, like llama.cpp, does not apply it, so text for a qwen2 file should already be
+// NFC. A text that is not (e.g. "e" + U+0301 instead of U+00E9) still encodes to valid ids that
+// decode back to it exactly, but to other ids than Hugging Face's, which encodes the NFC form.
 #pragma once
 
 #include <algorithm>
@@ -115,9 +122,9 @@ class Tokenizer {
   Tokenizer(std::vector<std::string> tokens, const std::vector<std::string>& merges,
             std::vector<std::int64_t> token_types, std::string pre)
       : tokens_(std::move(tokens)), pre_(std::move(pre)) {
-    if (pre_ != "gpt2" && pre_ != "smollm")
+    if (pre_ != "gpt2" && pre_ != "smollm" && pre_ != "qwen2")
       throw std::invalid_argument("tokenizer: unsupported pre-tokenizer '" + pre_ +
-                                  "' (supported: gpt2, smollm)");
+                                  "' (supported: gpt2, smollm, qwen2)");
     if (tokens_.empty()) throw std::invalid_argument("tokenizer: empty vocabulary");
     if (tokens_.size() > std::size_t(std::numeric_limits<int>::max()))
       throw std::invalid_argument("tokenizer: vocabulary too large");
@@ -234,23 +241,23 @@ class Tokenizer {
   std::vector<std::pair<std::size_t, std::size_t>> pre_tokenize(const std::string& text,
                                                                 std::size_t begin,
                                                                 std::size_t end) const {
-    std::vector<std::pair<std::size_t, std::size_t>> pieces;
+    Pieces pieces;
     const std::vector<unicode::CodePoint> cps = unicode::decode_utf8(text, begin, end);
     std::vector<unicode::CharClass> cls(cps.size());
     for (std::size_t i = 0; i < cps.size(); ++i) cls[i] = unicode::classify(cps[i].cp);
-    if (pre_ == "gpt2") {
-      split_gpt2(cps, cls, 0, cps.size(), pieces);
+    if (pre_ != "smollm") {
+      split({cps, cls, cps.size()}, 0, pre_ == "qwen2" ? match_qwen2 : match_gpt2, pieces);
       return pieces;
     }
     // smollm: each number character alone, GPT-2's regex on the spans between them.
     std::size_t run = 0;
     for (std::size_t i = 0; i < cps.size(); ++i) {
       if (cls[i] != unicode::CharClass::Number) continue;
-      split_gpt2(cps, cls, run, i, pieces);
+      split({cps, cls, i}, run, match_gpt2, pieces);
       pieces.emplace_back(cps[i].begin, cps[i].end);
       run = i + 1;
     }
-    split_gpt2(cps, cls, run, cps.size(), pieces);
+    split({cps, cls, cps.size()}, run, match_gpt2, pieces);
     return pieces;
   }
   std::vector<std::string> pre_tokenize(const std::string& text) const {
@@ -263,41 +270,95 @@ class Tokenizer {
  private:
   using CharClass = unicode::CharClass;
 
-  // GPT-2's regex over code points [b, e): at each position the first alternative that
-  // matches wins, exactly as the backtracking regex engine would choose.
-  static void split_gpt2(const std::vector<unicode::CodePoint>& cps,
-                         const std::vector<CharClass>& cls, std::size_t b, std::size_t e,
-                         std::vector<std::pair<std::size_t, std::size_t>>& pieces) {
-    auto cp = [&](std::size_t k) { return k < e ? cps[k].cp : 0u; };
-    auto run_of = [&](std::size_t k, CharClass c) {
-      while (k < e && cls[k] == c) ++k;
+  using Pieces = std::vector<std::pair<std::size_t, std::size_t>>;
+
+  // The code points [.., e) one regex pass runs over; reads past e see nothing.
+  struct Span {
+    const std::vector<unicode::CodePoint>& cps;
+    const std::vector<CharClass>& cls;
+    std::size_t e;
+    std::uint32_t cp(std::size_t k) const { return k < e ? cps[k].cp : 0u; }
+    bool is(std::size_t k, CharClass c) const { return k < e && cls[k] == c; }
+    bool is_line_break(std::size_t k) const { return cp(k) == '\r' || cp(k) == '\n'; }
+    std::size_t run_of(std::size_t k, CharClass c) const {
+      while (is(k, c)) ++k;
       return k;
-    };
-    std::size_t i = b;
-    while (i < e) {
-      std::size_t j = i;  // end of the match
-      // 's|'t|'re|'ve|'m|'ll|'d  (case-sensitive)
-      if (cp(i) == '\'') {
-        const std::uint32_t c1 = cp(i + 1), c2 = cp(i + 2);
-        if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd')
-          j = i + 2;
-        else if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l'))
-          j = i + 3;
-      }
-      if (j == i) {
-        // ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+': an optional U+0020, then a run of one class.
-        const std::size_t k = (cp(i) == ' ' && i + 1 < e) ? i + 1 : i;
-        if (cls[k] != CharClass::Space) j = run_of(k, cls[k]);
-      }
-      if (j == i) {
-        // '\s+(?!\S)|\s+': a whitespace run; when a non-space follows, leave its last character
-        // to prefix the next piece (unless the run is a single character).
-        const std::size_t k = run_of(i, CharClass::Space);
-        j = (k < e && k - i >= 2) ? k - 1 : k;
-      }
-      pieces.emplace_back(cps[i].begin, cps[j - 1].end);
+    }
+    std::size_t run_of_line_breaks(std::size_t k) const {
+      while (is_line_break(k)) ++k;
+      return k;
+    }
+  };
+  // A regex at code point i: where its match ends (> i; it always matches something).
+  using Matcher = std::size_t (*)(const Span&, std::size_t);
+
+  // Cuts code points [b, e) into pieces: at each position the first alternative that matches
+  // wins, with the length the backtracking regex engine would give it.
+  static void split(const Span& s, std::size_t b, Matcher match, Pieces& pieces) {
+    for (std::size_t i = b; i < s.e;) {
+      const std::size_t j = match(s, i);
+      pieces.emplace_back(s.cps[i].begin, s.cps[j - 1].end);
       i = j;
     }
+  }
+
+  // 's|'t|'re|'ve|'m|'ll|'d at i: the end of the match, or i. fold_case is the (?i:...) of Qwen2's
+  // regex as Hugging Face tokenizers (Oniguruma) applies it: ASCII case, plus U+017F LONG S,
+  // which case-folds to 's' (an exhaustive check found no other code point).
+  static std::size_t match_contraction(const Span& s, std::size_t i, bool fold_case) {
+    if (s.cp(i) != '\'') return i;
+    auto letter = [&](std::size_t k) -> std::uint32_t {
+      const std::uint32_t c = s.cp(k);
+      if (!fold_case) return c;
+      if (c == 0x17F) return 's';
+      return c >= 'A' && c <= 'Z' ? c | 0x20 : c;
+    };
+    const std::uint32_t c1 = letter(i + 1), c2 = letter(i + 2);
+    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return i + 2;
+    if ((c1 == 'r' || c1 == 'v') && c2 == 'e') return i + 3;
+    if (c1 == 'l' && c2 == 'l') return i + 3;
+    return i;
+  }
+
+  // Past the U+0020 of ' ?X' when something follows it, so that X is tried on the next character.
+  static std::size_t after_optional_space(const Span& s, std::size_t i) {
+    return s.cp(i) == ' ' && i + 1 < s.e ? i + 1 : i;
+  }
+
+  // '\s+(?!\S)|\s+' at a whitespace character: the run, except that when a non-space follows,
+  // its last character is left to prefix the next piece (unless the run is a single character).
+  static std::size_t match_space_run(const Span& s, std::size_t i) {
+    const std::size_t k = s.run_of(i, CharClass::Space);
+    return k < s.e && k - i >= 2 ? k - 1 : k;
+  }
+
+  // GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+  static std::size_t match_gpt2(const Span& s, std::size_t i) {
+    if (const std::size_t j = match_contraction(s, i, false); j != i) return j;
+    // The three ' ?X+' alternatives: an optional U+0020, then a run of one class.
+    const std::size_t k = after_optional_space(s, i);
+    if (!s.is(k, CharClass::Space)) return s.run_of(k, s.cls[k]);
+    return match_space_run(s, i);
+  }
+
+  // Qwen2: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}
+  //        | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+  static std::size_t match_qwen2(const Span& s, std::size_t i) {
+    if (const std::size_t j = match_contraction(s, i, true); j != i) return j;
+    // Letters, after at most one character that is no line break, letter or number (a space,
+    // tab or punctuation mark joins the word; a line break never does).
+    const CharClass c = s.cls[i];
+    const bool joins = c != CharClass::Letter && c != CharClass::Number && !s.is_line_break(i);
+    const std::size_t l = joins && s.is(i + 1, CharClass::Letter) ? i + 1 : i;
+    if (s.is(l, CharClass::Letter)) return s.run_of(l, CharClass::Letter);
+    if (c == CharClass::Number) return i + 1;  // one digit per piece
+    // Punctuation after an optional space, with the line breaks right after it.
+    const std::size_t k = after_optional_space(s, i);
+    if (s.is(k, CharClass::Other)) return s.run_of_line_breaks(s.run_of(k, CharClass::Other));
+    // Whitespace: '\s*[\r\n]+' backtracks to end right after the run's last line break.
+    for (std::size_t q = s.run_of(i, CharClass::Space); q > i; --q)
+      if (s.is_line_break(q - 1)) return q;
+    return match_space_run(s, i);
   }
 
   // Merges the symbols of one piece by rank (lowest first; equal pairs left to right).
