@@ -1,6 +1,6 @@
-// LLaMA-family decoder (include/loaq/llm/decoder.hpp): the real SmolLM2 forward against the numpy
-// reference of scripts/check_forward.py and the sub-block captures (when the GGUF file is
-// present), and on a tiny random model the optional biases.
+// LLaMA-family decoder (include/loaq/llm/decoder.hpp): the real SmolLM2 and Qwen2.5 forwards
+// against the numpy reference of scripts/check_forward.py and the sub-block captures (when the
+// GGUF files are present), and on a tiny random model the optional biases.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -53,6 +53,37 @@ TEST_CASE("real SmolLM2: forward matches the numpy reference; sub-block captures
 
   CHECK_THROWS_AS(m.model.embed({0, 49152}), std::out_of_range);
   CHECK_THROWS_AS(loaq::llm::window_nll(m.model, {5}), std::invalid_argument);
+}
+
+TEST_CASE("real Qwen2.5: configuration, biases, own head; forward matches the numpy reference") {
+  if (loaq_test::skip_without_qwen()) return;
+  const loaq::io::GgufReader g(loaq_examples::qwen_model_path());
+  const loaq::llm::Model m = loaq::llm::Model::load(g);
+  const loaq::llm::Config& c = m.config;
+  CHECK(c.architecture == "qwen2");
+  CHECK_FALSE(c.rope_rows_permuted);
+  CHECK(c.n_layers == 24);
+  CHECK(c.d_model == 896);
+  CHECK(c.d_ff == 4864);
+  CHECK(c.n_heads == 14);
+  CHECK(c.n_kv_heads == 2);
+  CHECK(c.head_dim == 64);
+  CHECK(c.vocab_size == 151936);
+  CHECK(c.rope_theta == 1e6f);
+  CHECK(c.rms_eps == doctest::Approx(1e-6));
+  for (const auto& L : m.layers) {
+    CHECK(L.bias_of(loaq::llm::Linear::q).size() == 896);
+    CHECK(L.bias_of(loaq::llm::Linear::k).size() == 128);
+    CHECK(L.bias_of(loaq::llm::Linear::v).size() == 128);
+    CHECK(L.bias_of(loaq::llm::Linear::o).size() == 0);
+  }
+  CHECK(m.output.rows() == 151936);  // output.weight, not the embedding
+  std::vector<int> ids = loaq_test::qwen_tokenizer()->encode(loaq_test::eval_text().substr(0, 4000));
+  REQUIRE(ids.size() >= 64);
+  ids.resize(64);
+  // scripts/check_forward.py: float64 numpy forward (NEOX RoPE, biases) over the gguf package's
+  // dequantization of the Q5_0/Q8_0/Q4_K/Q6_K tensors gives 4.273434.
+  CHECK(loaq::llm::window_nll(m, ids) == doctest::Approx(4.273434).epsilon(2e-5));
 }
 
 TEST_CASE("decoder: optional biases (Qwen2-style q/k/v, o, MLP) are added where the file has them") {
