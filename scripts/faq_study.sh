@@ -49,7 +49,8 @@ run() {
   local name=$1; shift
   [ -s "$out/$name.md" ] && { echo "  (have $name)"; return; }
   echo "== $name: $*"
-  "$ppl" --model "$model" --threads "$threads" --table-out "$out/$name.md.tmp" "$@" >"$out/$name.log" 2>&1 ||
+  # --paper-hparams: LoaQ with the published alpha = beta = 1, as in the recorded study.
+  "$ppl" --model "$model" --threads "$threads" --paper-hparams --table-out "$out/$name.md.tmp" "$@" >"$out/$name.log" 2>&1 ||
     { tail -20 "$out/$name.log" >&2; echo "faq_study.sh: run $name failed" >&2; exit 1; }
   mv "$out/$name.md.tmp" "$out/$name.md"
   grep -E '^\| (fp|rtn|gptq|loaq) ' "$out/$name.md" | sed 's/^/   /'

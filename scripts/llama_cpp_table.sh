@@ -53,7 +53,8 @@ eval_text=data/sotu/eval_1982_2021.txt
 "$build/examples/llm_tools/loaq-tokenize" --model "$model" --text "$eval_text" --no-special \
   --out "$out/eval_ids.txt" >/dev/null
 
-common=(--model "$model" --eval-windows "$windows" --calib-windows "$calib" --threads "$threads")
+# --paper-hparams: GPTQ/LoaQ exports with the published alpha = beta = 1, as in the recorded table.
+common=(--model "$model" --eval-windows "$windows" --calib-windows "$calib" --threads "$threads" --paper-hparams)
 fresh() { [[ $reuse == 0 || ! -f $1 ]]; }
 if fresh "$out/fp-f32.gguf"; then
   echo "== FP model as F32 GGUF"

@@ -74,6 +74,15 @@ std::vector<Hparams> hparam_grid(const std::string& method, const std::string& s
     return {{0.5, 0.25}, {0.5, 0.5}, {0.5, 1}, {1, 0.25}, {1, 0.5}, {1, 1}};
   return {};
 }
+// The hyper-parameters a run uses when none are given. The default ones were chosen by
+// --select-hparams on held-out SmolLM2 calibration text at W3 g128 (README, "Choosing them
+// without the evaluation text"); --paper-hparams gives the published ones.
+Hparams default_hparams(const std::string& method, bool paper) {
+  if (method == "gptaq") return {paper ? 0.25 : 0.5, 1};
+  if (method == "qep") return {paper ? 0.5 : 0.25, 1};
+  if (method == "loaq") return paper ? Hparams{1, 1} : Hparams{0.5, 0.5};
+  return {0, 0};
+}
 std::string hparam_text(const std::string& method, const Hparams& h) {
   char buf[64];
   if (method == "loaq") std::snprintf(buf, sizeof buf, "alpha %g, beta %g", h.alpha, h.beta);
@@ -90,8 +99,9 @@ struct Options {
   unsigned seed = 0;
   bool sym = false, act_order = false;
   bool mse = false;  // GPTQ's MSE shrink search for every group's parameters (RTN's too)
-  double alpha = -1;            // < 0: the method's default (GPTAQ 0.25, QEP 0.5, LoaQ 1)
-  double beta = 1;              // LoaQ residual-drift weight
+  double alpha = -1;            // < 0: default_hparams
+  double beta = -1;             // LoaQ residual-drift weight; < 0: default_hparams
+  bool paper_hparams = false;   // defaults: the published values instead of the selected ones
   bool loaq_normalized = true;  // LoaQ output linears: normalized (true) or residual objective
   loaq::ActivationQuantSpec act;  // bits 16: weight-only
   std::string rotate;             // none | hadamard; empty: hadamard when activations are quantized
@@ -140,7 +150,7 @@ Options parse(int argc, char** argv) {
   o.calib_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/calib_1790_1981.txt";
   o.eval_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/eval_1982_2021.txt";
   std::string methods = "fp,rtn,gptq,gptaq,qep,loaq", settings = "3:128";
-  bool settings_given = false, beta_given = false;
+  bool settings_given = false, alpha_given = false, beta_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i];
     auto value = [&]() -> std::string {
@@ -153,6 +163,8 @@ Options parse(int argc, char** argv) {
           "  [--settings BITS:GROUP,...  (default 3:128; group -1 = per row)]\n"
           "  [--calib-text F] [--eval-text F] [--calib-windows N (32)] [--eval-windows E (32, -1 all)]\n"
           "  [--seq-len L (256)] [--seed S (0)] [--sym] [--act-order] [--mse] [--alpha A] [--beta B]\n"
+          "   (defaults chosen by --select-hparams on held-out SmolLM2 calibration text: GPTAQ alpha 0.5,\n"
+          "   QEP alpha 0.25, LoaQ alpha 0.5, beta 0.5) [--paper-hparams (GPTAQ 0.25, QEP 0.5, LoaQ 1, 1)]\n"
           "  [--loaq-objective normalized|residual] [--table-out FILE] [--threads N (all cores)]\n"
           "  [--act-bits A (16 = weight-only)] [--act-clip R (0.9)] [--act-sym] [--act-group G (-1 per token)]\n"
           "  [--rotate none|hadamard (hadamard when A < 16)]\n"
@@ -180,8 +192,9 @@ Options parse(int argc, char** argv) {
     else if (f == "--sym") o.sym = true;
     else if (f == "--act-order") o.act_order = true;
     else if (f == "--mse") o.mse = true;
-    else if (f == "--alpha") o.alpha = std::atof(value().c_str());
+    else if (f == "--alpha") o.alpha = std::atof(value().c_str()), alpha_given = true;
     else if (f == "--beta") o.beta = std::atof(value().c_str()), beta_given = true;
+    else if (f == "--paper-hparams") o.paper_hparams = true;
     else if (f == "--loaq-objective") {
       const std::string v = value();
       if (v != "normalized" && v != "residual") die("--loaq-objective is normalized or residual");
@@ -237,8 +250,10 @@ Options parse(int argc, char** argv) {
   if (o.seq_len < 2 || o.calib_windows < 1 || o.eval_windows == 0 || o.eval_windows < -1)
     die("--seq-len ≥ 2, --calib-windows ≥ 1, --eval-windows ≥ 1 or -1");
   if (o.threads < 1) die("--threads must be at least 1");
-  if (o.select_hparams && (o.alpha >= 0 || beta_given))
-    die("--select-hparams chooses alpha and beta; drop --alpha/--beta");
+  if (o.select_hparams && (alpha_given || beta_given || o.paper_hparams))
+    die("--select-hparams chooses alpha and beta; drop --alpha/--beta/--paper-hparams");
+  if ((alpha_given && !(o.alpha >= 0 && std::isfinite(o.alpha))) || (beta_given && !(o.beta >= 0 && std::isfinite(o.beta))))
+    die("--alpha and --beta must be finite numbers >= 0");
   if (o.heldout_windows < 1) die("--heldout-windows must be at least 1");
   if (!o.select_grid.empty() && !o.select_hparams) die("--select-grid needs --select-hparams");
   if (!o.select_grid.empty() && parse_grid(o.select_grid).empty())
@@ -292,12 +307,18 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Quantizes `fp` with one method: the name picks a policy type, the pipeline does the rest.
+// What method m runs with: --alpha/--beta where given, else its default.
+Hparams hparams_of(const Options& o, const std::string& m) {
+  const Hparams d = default_hparams(m, o.paper_hparams);
+  return {o.alpha >= 0 ? o.alpha : d.alpha, o.beta >= 0 ? o.beta : d.beta};
+}
+
 llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& calib,
                     const std::string& m, const Options& o, int bits, int group,
                     const std::function<void(const llm::Progress&)>& progress, llm::SequentialTimes& times,
                     llm::PackedLinears* packed = nullptr) {
   if (m == "fp") return fp;
-  auto alpha = [&](double def) { return o.alpha >= 0 ? o.alpha : def; };
+  const Hparams h = hparams_of(o, m);
   llm::SequentialOptions so;
   so.solver.block_size = 128;
   so.solver.group_size = group;
@@ -330,12 +351,12 @@ llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& c
       q.config.act = o.act;
       times.solve_s += seconds_since(t0);
     } else if (m == "gptq") q = llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, so, &times);
-    else if (m == "gptaq") q = llm::quantize_sequential(fp, calib, llm::Gptaq{alpha(0.25)}, grid, so, &times);
-    else if (m == "qep") q = llm::quantize_sequential(fp, calib, llm::qep(alpha(0.5)), grid, so, &times);
+    else if (m == "gptaq") q = llm::quantize_sequential(fp, calib, llm::Gptaq{h.alpha}, grid, so, &times);
+    else if (m == "qep") q = llm::quantize_sequential(fp, calib, llm::qep(h.alpha), grid, so, &times);
     else if (o.loaq_normalized)
-      q = llm::quantize_sequential(fp, calib, llm::loaq_normalized(alpha(1), o.beta), grid, so, &times);
+      q = llm::quantize_sequential(fp, calib, llm::loaq_normalized(h.alpha, h.beta), grid, so, &times);
     else
-      q = llm::quantize_sequential(fp, calib, llm::loaq_residual(alpha(1), o.beta), grid, so, &times);
+      q = llm::quantize_sequential(fp, calib, llm::loaq_residual(h.alpha, h.beta), grid, so, &times);
   });
   return q;
 }
@@ -366,8 +387,9 @@ void export_model(const loaq::io::GgufReader& source, const llm::Model& q, const
                  {"loaq.quantization.calibration", text(how)},
                  {"loaq.quantization.perplexity", text(buf)}};
   if (method != "fp" && method != "rtn") {
-    std::snprintf(buf, sizeof buf, "alpha %g, beta %g (negative alpha: the method's default), act-order %s, "
-                  "scales %s, percdamp 0.01, block 128", o.alpha, o.beta, o.act_order ? "on" : "off", o.scales.c_str());
+    std::snprintf(buf, sizeof buf, "%s, act-order %s, scales %s, percdamp 0.01, block 128",
+                  method == "gptq" ? "-" : hparam_text(method, hparams_of(o, method)).c_str(),
+                  o.act_order ? "on" : "off", o.scales.c_str());
     eo.metadata.emplace_back("loaq.quantization.options", text(buf));
   }
   llm::export_gguf(source, q, packed, eo, o.export_gguf);
@@ -425,6 +447,11 @@ int main(int argc, char** argv) {
                   heldout.size(), o.seq_len, heldout_ids.size());
     std::printf("evaluation: %zu windows x %d tokens from %s (%zu tokens)\n", evals.size(), o.seq_len,
                 o.eval_text.c_str(), eval_ids.size());
+    if (!o.select_hparams)
+      for (const std::string& m : o.methods)
+        if (m == "gptaq" || m == "qep" || m == "loaq")
+          std::printf("%s: %s (%s)\n", m.c_str(), hparam_text(m, hparams_of(o, m)).c_str(),
+                      o.alpha >= 0 || o.beta >= 0 ? "given" : o.paper_hparams ? "published defaults" : "selected defaults");
     std::fflush(stdout);
 
     struct Row {

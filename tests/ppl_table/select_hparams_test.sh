@@ -2,7 +2,7 @@
 # loaq-ppl-table --select-hparams on the real SmolLM2 (tiny budget): every candidate of a method
 # is scored on held-out calibration windows, exactly one is chosen and it has the lowest held-out
 # perplexity, the evaluation text plays no part in the choice (another evaluation text gives the
-# same selection table), and contradictory options are refused. Skips (exit 77) without the model.
+# same selection table), the defaults are the selected values, and contradictory options are refused. Skips (exit 77) without the model.
 #
 #   select_hparams_test.sh LOAQ_PPL_TABLE SOURCE_DIR
 set -euo pipefail
@@ -35,10 +35,22 @@ for m in qep loaq; do
   grep -qF "| $m ($hp) | " "$tmp/a.md" || fail "$m: the main table does not name the chosen $hp"
 done
 
+echo "== defaults: the selected values (qep alpha 0.25), --paper-hparams the published ones (0.5)"
+"$table" "${small[@]}" --methods qep >"$tmp/d.log"
+"$table" "${small[@]}" --methods qep --alpha 0.25 >"$tmp/e.log"
+"$table" "${small[@]}" --methods qep --paper-hparams >"$tmp/p.log"
+grep -qx "qep: alpha 0.25 (selected defaults)" "$tmp/d.log" || fail "default qep does not say alpha 0.25"
+grep -qx "qep: alpha 0.5 (published defaults)" "$tmp/p.log" || fail "--paper-hparams qep does not say alpha 0.5"
+ppl() { grep -o "^qep .*ppl [0-9.]*" "$1"; }
+[[ -n $(ppl "$tmp/d.log") && $(ppl "$tmp/d.log") == "$(ppl "$tmp/e.log")" ]] ||
+  fail "default qep ($(ppl "$tmp/d.log")) is not --alpha 0.25 ($(ppl "$tmp/e.log"))"
+[[ $(ppl "$tmp/d.log") != "$(ppl "$tmp/p.log")" ]] || fail "--paper-hparams changed nothing"
+
 echo "== refusals"
 for bad in "--select-hparams --alpha 0.5" "--select-hparams --beta 0.5" "--select-hparams --heldout-windows 0" \
            "--select-hparams --heldout-windows 100000" "--select-grid 0.5" "--select-hparams --select-grid x" \
-           "--select-hparams --select-grid 0.5:-1"; do
+           "--select-hparams --select-grid 0.5:-1" "--select-hparams --paper-hparams" "--alpha -1" \
+           "--beta nan"; do
   if "$table" "${small[@]}" --methods qep $bad >"$tmp/bad.log" 2>&1; then fail "accepted $bad"; fi
   grep -q "loaq-ppl-table: " "$tmp/bad.log" || fail "no message for $bad"
   echo "  refused $bad: $(grep 'loaq-ppl-table: ' "$tmp/bad.log" | head -1)"
