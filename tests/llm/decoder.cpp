@@ -62,14 +62,7 @@ TEST_CASE("real Qwen2.5: configuration, biases, own head; forward matches the nu
   const loaq::llm::Config& c = m.config;
   CHECK(c.architecture == "qwen2");
   CHECK_FALSE(c.rope_rows_permuted);
-  CHECK(c.n_layers == 24);
-  CHECK(c.d_model == 896);
-  CHECK(c.d_ff == 4864);
-  CHECK(c.n_heads == 14);
-  CHECK(c.n_kv_heads == 2);
-  CHECK(c.head_dim == 64);
-  CHECK(c.vocab_size == 151936);
-  CHECK(c.rope_theta == 1e6f);
+  loaq_test::check_config(c, {24, 896, 4864, 14, 2, 64, 151936, 1e6f});
   CHECK(c.rms_eps == doctest::Approx(1e-6));
   for (const auto& L : m.layers) {
     CHECK(L.bias_of(loaq::llm::Linear::q).size() == 896);

@@ -60,6 +60,22 @@ inline bool skip_without_qwen() {
   return true;
 }
 
+// The shape a real model's GGUF metadata must give the decoder.
+struct ExpectedConfig {
+  int n_layers, d_model, d_ff, n_heads, n_kv_heads, head_dim, vocab_size;
+  float rope_theta;
+};
+inline void check_config(const loaq::llm::Config& c, const ExpectedConfig& e) {
+  CHECK(c.n_layers == e.n_layers);
+  CHECK(c.d_model == e.d_model);
+  CHECK(c.d_ff == e.d_ff);
+  CHECK(c.n_heads == e.n_heads);
+  CHECK(c.n_kv_heads == e.n_kv_heads);
+  CHECK(c.head_dim == e.head_dim);
+  CHECK(c.vocab_size == e.vocab_size);
+  CHECK(c.rope_theta == e.rope_theta);
+}
+
 inline std::string eval_text() {
   std::ifstream f(std::string(LOAQ_SOURCE_DIR) + "/data/sotu/eval_1982_2021.txt", std::ios::binary);
   REQUIRE(f.good());

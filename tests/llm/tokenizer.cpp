@@ -82,15 +82,8 @@ TEST_CASE("real SmolLM2: GGUF contents and tokenizer ids match Hugging Face toke
   CHECK(m.gguf.version() == 3);
   CHECK(m.gguf.tensors().size() == 272);
   CHECK(m.gguf.get_string("tokenizer.ggml.pre") == "smollm");
-  const loaq::llm::Config& c = m.model.config;  // GGUF metadata read by the decoder
-  CHECK(c.n_layers == 30);
-  CHECK(c.d_model == 576);
-  CHECK(c.n_heads == 9);
-  CHECK(c.n_kv_heads == 3);
-  CHECK(c.head_dim == 64);
-  CHECK(c.d_ff == 1536);
-  CHECK(c.vocab_size == 49152);
-  CHECK(c.rope_theta == 100000.f);
+  // GGUF metadata read by the decoder.
+  loaq_test::check_config(m.model.config, {30, 576, 1536, 9, 3, 64, 49152, 100000.f});
 
   // Ids from `tokenizers` built by scripts/check_tokenizer.py.
   const std::vector<std::pair<std::string, std::vector<int>>> cases = {
