@@ -32,8 +32,9 @@ using loaq::io::GgufValueType;
 namespace {
 
 bool bit_equal(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
+  // An empty matrix (a missing bias) has no data pointer, which memcmp must not be given.
   return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())) == 0;
+         (a.size() == 0 || std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())) == 0);
 }
 
 std::vector<std::uint8_t> f32(const Eigen::MatrixXf& M) {  // row-major, as a ggml tensor
