@@ -294,11 +294,11 @@ TEST_CASE("gguf block formats equal the gguf PyPI package's dequantization") {
   // tests/data/ggml_blocks.gguf (scripts/gen_ggml_vectors.py, written by gguf-py's GGUFWriter):
   // random blocks of each type beside gguf.quants.dequantize of the same bytes.
   const GgufReader r(std::string(LOAQ_SOURCE_DIR) + "/tests/data/ggml_blocks.gguf");
-  for (const char* type : {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"}) {
+  for (const std::string type : {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"}) {
     CAPTURE(type);
-    REQUIRE(r.tensor(type).type_name() == type);
+    REQUIRE(std::string(r.tensor(type).type_name()) == type);
     const Eigen::MatrixXf got = r.matrix(type, 2, 512);
-    const Eigen::MatrixXf want = r.matrix(std::string(type) + ".expected", 2, 512);
+    const Eigen::MatrixXf want = r.matrix(type + ".expected", 2, 512);
     // A contracted d·q − m (fused multiply-add) may round differently from numpy's two steps:
     // allow a few float ulps of the largest value among the 16 elements sharing a scale. A
     // wrong bit anywhere in a code or scale is off by at least one quantization step. Zeros
