@@ -229,6 +229,16 @@ TEST_CASE("qwen2 file: Hugging Face row order, q/k/v biases and its own head loa
   CHECK(r.get_string("general.architecture") == "qwen2");
   check_same_weights(q, llm::Model::load(r));
 
+  // A lying block scale decodes to Inf or NaN: the load names the tensor instead of running it.
+  auto bad = tiny_source({"qwen2", true, true});
+  const GgufReader clean(bad, "clean.gguf");
+  const auto& e = clean.tensor("token_embd.weight");  // Q8_0: fp16 d first in each block
+  const std::size_t d_byte = std::size_t(clean.data_offset() + e.offset) + 34 * 5;  // block 5's scale
+  bad[d_byte] = 0x00;
+  bad[d_byte + 1] = 0x7e;  // fp16 NaN
+  CHECK_THROWS_WITH_AS(llm::Model::load(GgufReader(bad, "nan.gguf")),
+                       doctest::Contains("'token_embd.weight' holds NaN or Inf"), loaq::io::format_error);
+
   // Another architecture is refused with the supported names.
   auto other = tiny_source({"qwen2", false, false});
   const std::string from = "qwen2", to = "gemma";

@@ -266,13 +266,40 @@ struct Model {
   Eigen::MatrixXf output;       // (vocab, d) LM head; empty = tied to the embedding
 
   static Model load(const std::string& path) { return load(loaq::io::GgufReader(path)); }
+  // Throws loaq::io::format_error for a missing or misshapen tensor, and for one holding NaN or
+  // Inf (a lying scale in a block format decodes to that), naming it.
   static Model load(const loaq::io::GgufReader& g) {
     Model m;
-    Config& c = m.config = Config::from_gguf(g);
-    const int d = c.d_model, kv = c.n_kv_heads * c.head_dim;
+    const Config& c = m.config = Config::from_gguf(g);
+    const int d = c.d_model;
     m.embedding = g.matrix("token_embd.weight", c.vocab_size, d);
     if (g.find_tensor("output.weight")) m.output = g.matrix("output.weight", c.vocab_size, d);
     m.output_norm = g.vector("output_norm.weight", d);
+    load_layers(g, m);
+    auto check = [&](const std::string& name, const auto& value) {
+      if (!value.allFinite())
+        throw loaq::io::format_error("model: tensor '" + name + "' holds NaN or Inf");
+    };
+    check("token_embd.weight", m.embedding);
+    check("output.weight", m.output);
+    check("output_norm.weight", m.output_norm);
+    for (int i = 0; i < c.n_layers; ++i) {
+      const DecoderLayer& L = m.layers[std::size_t(i)];
+      const std::string p = "blk." + std::to_string(i) + ".";
+      check(p + "attn_norm.weight", L.attn_norm);
+      check(p + "ffn_norm.weight", L.ffn_norm);
+      for (int k = 0; k < 7; ++k) {
+        check(p + linear_name(Linear(k)) + " weight", L.weight(Linear(k)));
+        check(p + linear_name(Linear(k)) + " bias", L.bias[k]);
+      }
+    }
+    return m;
+  }
+
+ private:
+  static void load_layers(const loaq::io::GgufReader& g, Model& m) {
+    const Config& c = m.config;
+    const int d = c.d_model, kv = c.n_kv_heads * c.head_dim;
     m.layers.resize(std::size_t(c.n_layers));
     for (int i = 0; i < c.n_layers; ++i) {
       const std::string p = "blk." + std::to_string(i) + ".";
@@ -300,9 +327,9 @@ struct Model {
                                                   c.head_dim);
       }
     }
-    return m;
   }
 
+ public:
   // Inverse of llama.cpp's convert permutation: file row h·hd + 2j + a holds HF row
   // h·hd + a·hd/2 + j (a ∈ {0, 1}, j < hd/2).
   static Eigen::MatrixXf unpermute_rope_rows(const Eigen::MatrixXf& W, int n_heads, int head_dim) {
