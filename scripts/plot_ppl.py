@@ -11,7 +11,10 @@ beta 0.5)") are not part of its name, since each seed may select its own. Bits p
 the grid parameters: b + 16/g per weight for a symmetric grid (an fp16 scale per group of g) and
 b + (16 + b)/g for an asymmetric one (and a b-bit zero), b for per-row parameters; the FP model
 is drawn as a dashed line. Needs matplotlib (Debian: apt-get install python3-matplotlib).
-Prints the aggregated table it drew.
+Prints the aggregated table it drew, then the ordering the experiment claims (--chain, by default
+LoaQ <= QEP <= GPTAQ <= GPTQ < RTN) checked pair by pair within each run: in how many runs (table
+files holding both methods of a pair at that setting) each pair holds, and its margin, the left
+method's perplexity over the right one's minus one (negative: it holds), as mean and worst.
 """
 import argparse
 import math
@@ -58,13 +61,32 @@ def bits_per_weight(setting):
     return bits + (16 if sym else 16 + bits) / group
 
 
-def aggregate(files):
-    """{(method, setting): [ppl, ...]} over the files of one model."""
+def aggregate(tables):
+    """{(method, setting): [ppl, ...]} over the tables of one model."""
     runs = {}
-    for path in files:
-        for method, setting, ppl in read_table(path):
+    for rows in tables:
+        for method, setting, ppl in rows:
             runs.setdefault((method, setting), []).append(ppl)
     return runs
+
+
+def ordering(tables, chain):
+    """[(setting, left, right, strict, margins)] for each adjacent pair of the chain and each
+    setting: margins are left/right - 1 in every table holding both methods at that setting."""
+    settings = sorted({s for rows in tables for m, s, _ in rows if m in chain and s != "-"},
+                      key=lambda s: (bits_per_weight(s) or 0, s))
+    pairs = []
+    for setting in settings:
+        for i in range(len(chain) - 1):
+            left, right = chain[i], chain[i + 1]
+            margins = []
+            for rows in tables:
+                ppl = {m: p for m, s, p in rows if s == setting}
+                if left in ppl and right in ppl:
+                    margins.append(ppl[left] / ppl[right] - 1)
+            if margins:
+                pairs.append((setting, left, right, i == len(chain) - 2, margins))
+    return pairs
 
 
 def main():
@@ -72,27 +94,43 @@ def main():
     ap.add_argument("--model", nargs="+", action="append", required=True,
                     metavar=("NAME", "FILE"), help="a model's name and its table files")
     ap.add_argument("--out", required=True, help="the image to write (.png, .svg, .pdf)")
+    ap.add_argument("--chain", default="loaq,qep,gptaq,gptq,rtn",
+                    help="the claimed ordering, best first (default: %(default)s); the last "
+                         "pair is strict")
     args = ap.parse_args()
+    chain = [m.strip() for m in args.chain.split(",") if m.strip()]
+    if len(chain) < 2:
+        ap.error("--chain needs at least two methods")
     models = []
     for group in args.model:
         if len(group) < 2:
             ap.error("--model needs a name and at least one table file")
-        models.append((group[0], aggregate(group[1:])))
+        tables = [read_table(path) for path in group[1:]]
+        models.append((group[0], aggregate(tables), ordering(tables, chain)))
 
     print("| model | method | setting | bits/weight | runs | mean perplexity | min | max |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, runs in models:
+    for name, runs, _ in models:
         for (method, setting), ppl in sorted(runs.items()):
             bpw = bits_per_weight(setting)
             print(f"| {name} | {method} | {setting} | {'-' if bpw is None else f'{bpw:.3f}'} | "
                   f"{len(ppl)} | {statistics.mean(ppl):.3f} | {min(ppl):.3f} | {max(ppl):.3f} |")
+    print()
+    print("| model | setting | pair | holds in | mean margin | worst margin |")
+    print("|---|---|---|---|---|---|")
+    for name, _, pairs in models:
+        for setting, left, right, strict, margins in pairs:
+            holds = sum(1 for m in margins if (m < 0 if strict else m <= 0))
+            print(f"| {name} | {setting} | {left} {'<' if strict else '<='} {right} | "
+                  f"{holds}/{len(margins)} | {100 * statistics.mean(margins):+.1f}% | "
+                  f"{100 * max(margins):+.1f}% |")
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-    for ax, (name, runs) in zip(axes[0], models):
+    for ax, (name, runs, _) in zip(axes[0], models):
         methods = sorted({m for m, _ in runs if m != "fp"})
         for method in methods:
             points = sorted((bits_per_weight(s), ppl) for (m, s), ppl in runs.items()
