@@ -506,7 +506,9 @@ int main(int argc, char** argv) {
         llm::SequentialTimes split;
         llm::PackedLinears packed;
         llm::PackedLinears* want_packed = o.export_gguf.empty() ? nullptr : &packed;
-        std::string method_label = m;
+        // Rows name the hyper-parameters they ran with, so tables of different runs stay comparable.
+        const bool tuned = m == "gptaq" || m == "qep" || m == "loaq";
+        std::string method_label = tuned ? m + " (" + hparam_text(m, hparams_of(o, m)) + ")" : m;
         Options used = o;  // the options of the model that is evaluated (the chosen candidate's)
         double quant_s = 0;
         llm::Model q;

@@ -41,7 +41,9 @@ echo "== defaults: the selected values (qep alpha 0.25), --paper-hparams the pub
 "$table" "${small[@]}" --methods qep --paper-hparams >"$tmp/p.log"
 grep -qx "qep: alpha 0.25 (selected defaults)" "$tmp/d.log" || fail "default qep does not say alpha 0.25"
 grep -qx "qep: alpha 0.5 (published defaults)" "$tmp/p.log" || fail "--paper-hparams qep does not say alpha 0.5"
-ppl() { grep -o "^qep .*ppl [0-9.]*" "$1"; }
+grep -q "^qep (alpha 0.25) " "$tmp/d.log" || fail "the default qep row does not name its alpha"
+grep -q "^qep (alpha 0.5) " "$tmp/p.log" || fail "the --paper-hparams qep row does not name its alpha"
+ppl() { grep -o "^qep .*ppl [0-9.]*" "$1" | sed 's/.*ppl //'; }
 [[ -n $(ppl "$tmp/d.log") && $(ppl "$tmp/d.log") == "$(ppl "$tmp/e.log")" ]] ||
   fail "default qep ($(ppl "$tmp/d.log")) is not --alpha 0.25 ($(ppl "$tmp/e.log"))"
 [[ $(ppl "$tmp/d.log") != "$(ppl "$tmp/p.log")" ]] || fail "--paper-hparams changed nothing"
