@@ -13,8 +13,9 @@ b + (16 + b)/g for an asymmetric one (and a b-bit zero), b for per-row parameter
 is drawn as a dashed line. Needs matplotlib (Debian: apt-get install python3-matplotlib).
 Prints the aggregated table it drew, then the ordering the experiment claims (--chain, by default
 LoaQ <= QEP <= GPTAQ <= GPTQ < RTN) checked pair by pair within each run: in how many runs (table
-files holding both methods of a pair at that setting) each pair holds, and its margin, the left
-method's perplexity over the right one's minus one (negative: it holds), as mean and worst.
+files holding both methods of a pair at that setting; a method a run lacks is skipped) each pair
+holds, and its margin, the left method's perplexity over the right one's minus one (negative: it
+holds), as mean and worst.
 """
 import argparse
 import math
@@ -71,22 +72,19 @@ def aggregate(tables):
 
 
 def ordering(tables, chain):
-    """[(setting, left, right, strict, margins)] for each adjacent pair of the chain and each
-    setting: margins are left/right - 1 in every table holding both methods at that setting."""
-    settings = sorted({s for rows in tables for m, s, _ in rows if m in chain and s != "-"},
-                      key=lambda s: (bits_per_weight(s) or 0, s))
-    pairs = []
-    for setting in settings:
-        for i in range(len(chain) - 1):
-            left, right = chain[i], chain[i + 1]
-            margins = []
-            for rows in tables:
-                ppl = {m: p for m, s, p in rows if s == setting}
-                if left in ppl and right in ppl:
-                    margins.append(ppl[left] / ppl[right] - 1)
-            if margins:
-                pairs.append((setting, left, right, i == len(chain) - 2, margins))
-    return pairs
+    """[(setting, left, right, strict, margins)]: within each table, the chain's methods that it
+    holds at a setting are compared neighbour by neighbour (a method missing from the table is
+    skipped); margins are left/right - 1 over the tables holding that pair. Only a pair whose
+    right method ends the chain is strict."""
+    found = {}
+    for rows in tables:
+        for setting in {s for m, s, _ in rows if s != "-"}:
+            ppl = {m: p for m, s, p in rows if s == setting}
+            present = [m for m in chain if m in ppl]
+            for left, right in zip(present, present[1:]):
+                found.setdefault((setting, left, right), []).append(ppl[left] / ppl[right] - 1)
+    order = lambda k: (bits_per_weight(k[0]) or 0, k[0], chain.index(k[1]), chain.index(k[2]))
+    return [(s, l, r, r == chain[-1], found[(s, l, r)]) for s, l, r in sorted(found, key=order)]
 
 
 def main():

@@ -33,7 +33,10 @@ grep -q "forward" "$tmp/out.md" && fail "read past the main table"
 # Pairs are compared within a seed's table: LoaQ 40 vs QEP 45 (-11.1%), 50 vs 48 (+4.2%).
 [[ $(grep -F "| A | W3 g128 | loaq <= qep |" "$tmp/out.md") == "| A | W3 g128 | loaq <= qep | 1/2 | -3.5% | +4.2% |" ]] ||
   fail "loaq <= qep: holds in 1 of 2 seeds, worst margin +4.2%"
-[[ $(grep -c "<" "$tmp/out.md") == 1 ]] || fail "a pair without both methods in one table was reported"
+# GPTAQ is in no table, so QEP meets GPTQ directly; W4 holds GPTQ alone and W2 RTN alone: no pairs.
+[[ $(grep -F "| A | W3 g128 | qep <= gptq |" "$tmp/out.md") == "| A | W3 g128 | qep <= gptq | 2/2 | -25.0% | -25.0% |" ]] ||
+  fail "a method missing from every table is not skipped"
+[[ $(grep -c "<" "$tmp/out.md") == 2 ]] || fail "a pair without both methods in one table was reported"
 "$py" "$src/scripts/plot_ppl.py" --out "$tmp/p.png" --chain loaq,qep,gptq --model A "$tmp/s0.md" "$tmp/s1.md" >"$tmp/chain.md"
 [[ $(grep -F "| A | W3 g128 | qep < gptq |" "$tmp/chain.md") == "| A | W3 g128 | qep < gptq | 2/2 | -25.0% | -25.0% |" ]] ||
   fail "--chain: the last pair is strict and holds in both seeds"
