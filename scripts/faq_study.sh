@@ -33,15 +33,7 @@ case $what in table|bias|all) ;; *) echo "faq_study.sh: table, bias or all" >&2;
 out=${LOAQ_FAQ_OUT:-build/faq}
 mkdir -p "$out"
 model=$(bash scripts/fetch_model.sh)
-ppl=${LOAQ_PPL_TABLE:-}
-if [ -z "$ppl" ]; then
-  bash scripts/install_deps.sh
-  launcher=(); command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  { cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" &&
-    cmake --build build/release -j "$threads" --target loaq-ppl-table; } >"$out/build.log" 2>&1 ||
-    { tail -40 "$out/build.log" >&2; echo "faq_study.sh: build failed" >&2; exit 1; }
-  ppl=build/release/examples/ppl_table/loaq-ppl-table
-fi
+ppl=$(bash scripts/ppl_table_bin.sh "$out/build.log" "$threads")
 calib=data/sotu/calib_1790_1981.txt
 
 # run NAME ARGS...: one loaq-ppl-table run, skipped when its table already exists (resumable).

@@ -36,15 +36,7 @@ done
 out=${LOAQ_SEEDS_OUT:-build/seeds/$name}
 mkdir -p "$out"
 model=$(bash scripts/fetch_model.sh "$name")
-ppl=${LOAQ_PPL_TABLE:-}
-if [ -z "$ppl" ]; then
-  bash scripts/install_deps.sh
-  launcher=(); command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  { cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" &&
-    cmake --build build/release -j "$threads" --target loaq-ppl-table; } >"$out/build.log" 2>&1 ||
-    { tail -40 "$out/build.log" >&2; echo "seeds.sh: build failed" >&2; exit 1; }
-  ppl=build/release/examples/ppl_table/loaq-ppl-table
-fi
+ppl=$(bash scripts/ppl_table_bin.sh "$out/build.log" "$threads")
 
 tables=()
 for setting in ${settings//,/ }; do
