@@ -97,8 +97,8 @@ def main():
                          "pair is strict")
     args = ap.parse_args()
     chain = [m.strip() for m in args.chain.split(",") if m.strip()]
-    if len(chain) < 2:
-        ap.error("--chain needs at least two methods")
+    if len(chain) < 2 or len(set(chain)) != len(chain):
+        ap.error("--chain needs at least two methods, each once")
     models = []
     for group in args.model:
         if len(group) < 2:

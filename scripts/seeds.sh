@@ -20,6 +20,8 @@ threads=$(nproc)
 extra=()
 while [ $# -gt 0 ]; do
   case $1 in
+    --fetch|--seeds|--settings|--methods|--threads)
+      [ $# -ge 2 ] || { echo "seeds.sh: $1 needs a value" >&2; exit 2; } ;;&
     --fetch) name=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
     --settings) settings=$2; shift 2 ;;

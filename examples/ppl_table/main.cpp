@@ -83,6 +83,10 @@ Hparams default_hparams(const std::string& method, bool paper) {
   if (method == "loaq") return paper ? Hparams{1, 1} : Hparams{0.5, 0.5};
   return {0, 0};
 }
+// The methods that take alpha (and beta): rows and messages name the values they ran with.
+bool has_hparams(const std::string& method) {
+  return method == "gptaq" || method == "qep" || method == "loaq";
+}
 std::string hparam_text(const std::string& method, const Hparams& h) {
   char buf[64];
   if (method == "loaq") std::snprintf(buf, sizeof buf, "alpha %g, beta %g", h.alpha, h.beta);
@@ -449,7 +453,7 @@ int main(int argc, char** argv) {
                 o.eval_text.c_str(), eval_ids.size());
     if (!o.select_hparams)
       for (const std::string& m : o.methods)
-        if (m == "gptaq" || m == "qep" || m == "loaq")
+        if (has_hparams(m))
           std::printf("%s: %s (%s)\n", m.c_str(), hparam_text(m, hparams_of(o, m)).c_str(),
                       o.alpha >= 0 || o.beta >= 0 ? "given" : o.paper_hparams ? "published defaults" : "selected defaults");
     std::fflush(stdout);
@@ -507,8 +511,7 @@ int main(int argc, char** argv) {
         llm::PackedLinears packed;
         llm::PackedLinears* want_packed = o.export_gguf.empty() ? nullptr : &packed;
         // Rows name the hyper-parameters they ran with, so tables of different runs stay comparable.
-        const bool tuned = m == "gptaq" || m == "qep" || m == "loaq";
-        std::string method_label = tuned ? m + " (" + hparam_text(m, hparams_of(o, m)) + ")" : m;
+        std::string method_label = has_hparams(m) ? m + " (" + hparam_text(m, hparams_of(o, m)) + ")" : m;
         Options used = o;  // the options of the model that is evaluated (the chosen candidate's)
         double quant_s = 0;
         llm::Model q;

@@ -41,6 +41,8 @@ grep -q "forward" "$tmp/out.md" && fail "read past the main table"
 [[ $(grep -F "| A | W3 g128 | qep < gptq |" "$tmp/chain.md") == "| A | W3 g128 | qep < gptq | 2/2 | -25.0% | -25.0% |" ]] ||
   fail "--chain: the last pair is strict and holds in both seeds"
 [[ $(head -c 8 "$tmp/p.png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] || fail "no PNG written"
+if "$py" "$src/scripts/plot_ppl.py" --out "$tmp/d.png" --chain loaq,qep,loaq --model A "$tmp/s0.md" >"$tmp/bad.log" 2>&1; then fail "accepted a chain naming a method twice"; fi
+grep -q "each once" "$tmp/bad.log" || fail "no message for a repeated chain method"
 echo "not a table" >"$tmp/bad.md"
 if "$py" "$src/scripts/plot_ppl.py" --out "$tmp/x.png" --model A "$tmp/bad.md" >"$tmp/bad.log" 2>&1; then fail "accepted a file that is not a table"; fi
 grep -q "plot_ppl: .*bad.md" "$tmp/bad.log" || fail "no message naming the bad file"

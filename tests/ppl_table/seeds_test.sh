@@ -31,7 +31,7 @@ grep -q "^| smollm2-135m | W4 g128 | qep <= gptq | ./2 |" "$tmp/out/summary.md" 
 bash "$src/scripts/seeds.sh" --seeds 0,1 --settings 4:128 --methods fp,rtn,gptq,qep --threads 2 "${tiny[@]}" >"$tmp/b.log"
 [[ $(grep -c "(have it)" "$tmp/b.log") == 2 ]] || fail "a rerun did not reuse the finished tables"
 
-for bad in "--seeds x" "--settings 3" "--frobnicate 1"; do
+for bad in "--seeds x" "--settings 3" "--frobnicate 1" "--seeds"; do
   if bash "$src/scripts/seeds.sh" $bad >"$tmp/bad.log" 2>&1; then fail "accepted $bad"; fi
   grep -q "seeds.sh: " "$tmp/bad.log" || fail "no message for $bad"
 done
