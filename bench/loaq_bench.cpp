@@ -355,6 +355,7 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  loaq::pin_eigen_blocking();  // the same results on any CPU (loaq/config.hpp)
   Config cfg;
   std::string scalar = "both";
   for (int i = 1; i < argc; ++i) {

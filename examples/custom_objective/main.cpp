@@ -57,6 +57,7 @@ static std::string read_text(const std::string& path) {
 }
 
 int main(int argc, char** argv) {
+  loaq::pin_eigen_blocking();  // the same results on any CPU (loaq/config.hpp)
   std::string model_path, text_dir = "data/sotu";
   int bits = 3, group = 128, n_windows = 8;
   for (int i = 1; i + 1 < argc; i += 2) {

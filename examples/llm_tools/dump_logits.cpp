@@ -18,6 +18,7 @@
 #include <loaq/llm/tokenizer.hpp>
 
 int main(int argc, char** argv) {
+  loaq::pin_eigen_blocking();  // the same results on any CPU (loaq/config.hpp)
   std::string model_path, text_path, out_path;
   int n_tokens = 64;
   try {

@@ -45,6 +45,7 @@ std::vector<double> numbers(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  loaq::pin_eigen_blocking();  // the same results on any CPU (loaq/config.hpp)
   std::string model = loaq_examples::default_model_path();
   std::string calib_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/calib_1790_1981.txt";
   int stats_windows = 8, heldout_windows = 4, seq_len = 256, bits = 3, group = 128;

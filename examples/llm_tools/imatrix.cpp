@@ -40,6 +40,7 @@ using Sums = std::vector<std::array<Eigen::VectorXd, 4>>;
 }  // namespace
 
 int main(int argc, char** argv) {
+  loaq::pin_eigen_blocking();  // the same results on any CPU (loaq/config.hpp)
   std::string model = loaq_examples::default_model_path(), out;
   std::string calib_text = std::string(LOAQ_SOURCE_DIR) + "/data/sotu/calib_1790_1981.txt";
   int windows = 32, seq_len = 256, threads = llm::detail::hardware_threads();

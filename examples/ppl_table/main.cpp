@@ -101,6 +101,9 @@ struct Options {
   int calib_windows = 32, eval_windows = 32, seq_len = 256;
   int threads = loaq::llm::detail::hardware_threads();  // results do not depend on it
   unsigned seed = 0;
+  // The L1 size Eigen's product blocking plans with (pin_eigen_blocking): fixed, so results are
+  // the same on any CPU; another value changes only the rounding order of long sums.
+  int blocking_l1_kib = 32;
   bool sym = false, act_order = false;
   bool mse = false;  // GPTQ's MSE shrink search for every group's parameters (RTN's too)
   double alpha = -1;            // < 0: default_hparams
@@ -179,6 +182,8 @@ Options parse(int argc, char** argv) {
           "  [--select-hparams (gptaq/qep/loaq: alpha, beta chosen by perplexity on the held-out last\n"
           "   10%% of the calibration text, never used for statistics)] [--heldout-windows V (16)]\n"
           "  [--select-grid A[:B],... (the candidates instead of each method's built-in grid)]\n"
+          "  [--blocking-l1 KIB (32: the L1 size Eigen's blocking assumes on every CPU; another value\n"
+          "   changes only the rounding order of long sums, to see what numerical noise alone moves)]\n"
           "Fetch the model first with scripts/fetch_model.sh (or pass --model / set LOAQ_MODEL).\n");
       std::exit(0);
     } else if (f == "--model") o.model = value();
@@ -208,6 +213,7 @@ Options parse(int argc, char** argv) {
     else if (f == "--heldout-windows") o.heldout_windows = to_int(f, value());
     else if (f == "--select-grid") o.select_grid = value();
     else if (f == "--threads") o.threads = to_int(f, value());
+    else if (f == "--blocking-l1") o.blocking_l1_kib = to_int(f, value());
     else if (f == "--act-bits") o.act.bits = to_int(f, value());
     else if (f == "--act-clip") o.act.clip_ratio = float(std::atof(value().c_str()));
     else if (f == "--act-sym") o.act.symmetric = true;
@@ -254,6 +260,7 @@ Options parse(int argc, char** argv) {
   if (o.seq_len < 2 || o.calib_windows < 1 || o.eval_windows == 0 || o.eval_windows < -1)
     die("--seq-len ≥ 2, --calib-windows ≥ 1, --eval-windows ≥ 1 or -1");
   if (o.threads < 1) die("--threads must be at least 1");
+  if (o.blocking_l1_kib < 8 || o.blocking_l1_kib > 1024) die("--blocking-l1 is in 8..1024 KiB");
   if (o.select_hparams && (alpha_given || beta_given || o.paper_hparams))
     die("--select-hparams chooses alpha and beta; drop --alpha/--beta/--paper-hparams");
   if ((alpha_given && !(o.alpha >= 0 && std::isfinite(o.alpha))) || (beta_given && !(o.beta >= 0 && std::isfinite(o.beta))))
@@ -411,6 +418,7 @@ void export_model(const loaq::io::GgufReader& source, const llm::Model& q, const
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
+  loaq::pin_eigen_blocking(std::ptrdiff_t(o.blocking_l1_kib) << 10);  // the same results on any CPU
   try {
     const auto t_start = std::chrono::steady_clock::now();
     if (!loaq_examples::file_exists(o.model))
@@ -451,6 +459,9 @@ int main(int argc, char** argv) {
                   heldout.size(), o.seq_len, heldout_ids.size());
     std::printf("evaluation: %zu windows x %d tokens from %s (%zu tokens)\n", evals.size(), o.seq_len,
                 o.eval_text.c_str(), eval_ids.size());
+    if (o.blocking_l1_kib != 32)
+      std::printf("rounding: Eigen's products blocked for a %d KiB L1 (--blocking-l1; 32 by default)\n",
+                  o.blocking_l1_kib);
     if (!o.select_hparams)
       for (const std::string& m : o.methods)
         if (has_hparams(m))

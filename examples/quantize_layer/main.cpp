@@ -8,6 +8,7 @@
 #include "cli.hpp"
 
 int main(int argc, char** argv) {
+  loaq::pin_eigen_blocking();  // the same results on any CPU (loaq/config.hpp)
 #if defined(__GLIBC__)
   // A solve allocates and frees matrices of hundreds of MiB. glibc maps each of them fresh and
   // unmaps it on free, so every one costs a page fault and a zeroed page per 4 KiB (about a

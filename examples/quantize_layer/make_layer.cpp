@@ -10,6 +10,7 @@
 #include <loaq/io/safetensors.hpp>
 
 int main(int argc, char** argv) {
+  loaq::pin_eigen_blocking();  // the same results on any CPU (loaq/config.hpp)
   long m = 256, n = 256, T = 2048;
   unsigned seed = 1;
   double drift = 0.1;

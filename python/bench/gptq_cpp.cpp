@@ -19,6 +19,7 @@ std::vector<T> read(const char* path, size_t count) {
 }
 
 int main(int argc, char** argv) {
+  loaq::pin_eigen_blocking();  // the same results on any CPU (loaq/config.hpp)
   if (argc != 8) { std::fprintf(stderr, "usage: gptq_cpp W.bin H.bin m n bits group reps\n"); return 2; }
   const long m = std::atol(argv[3]), n = std::atol(argv[4]);
   const int bits = std::atoi(argv[5]), group = std::atoi(argv[6]), reps = std::atoi(argv[7]);

@@ -394,6 +394,7 @@ nb::dict solve(int method, const Array& W, std::optional<Array> H, std::optional
 NB_MODULE(_core, m) {
   using namespace loaq_py;
   m.doc() = "loaq's compiled core; use the `loaq` package, not this module";
+  loaq::pin_eigen_blocking();  // results as loaq's programs give them, on any CPU
 
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {

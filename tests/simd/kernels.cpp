@@ -170,3 +170,27 @@ TEST_CASE("The Hessian accumulation is bit-identical for any thread count") {
             .maxCoeff() < 1e-9 * one.cwiseAbs().maxCoeff());
 }
 #endif
+
+TEST_CASE("pin_eigen_blocking: the inverse factor no longer depends on the caches the CPU reports") {
+  // Eigen's product blocking follows the cache sizes it detects; two CPUs are simulated by
+  // setting them. n is large enough for the factor's rank updates to be split along k.
+  std::ptrdiff_t l1, l2, l3;
+  Eigen::internal::manage_caching_sizes(Eigen::GetAction, &l1, &l2, &l3);
+  std::mt19937 rng(10);
+  const Index n = 1100;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 2 * n, rng);
+  const Eigen::MatrixXd H = X * X.transpose();
+  auto factor_on = [&](std::ptrdiff_t cpu_l1, std::ptrdiff_t cpu_l2, std::ptrdiff_t cpu_l3, bool pin) {
+    Eigen::setCpuCacheSizes(cpu_l1, cpu_l2, cpu_l3);
+    if (pin) loaq::pin_eigen_blocking();
+    loaq::InverseFactor<double> f;
+    f.compute(H);
+    REQUIRE(f.info() == loaq::Status::Success);
+    return Eigen::MatrixXd(f.upper());
+  };
+  const Eigen::MatrixXd small = factor_on(32 << 10, 512 << 10, 8 << 20, false);
+  const Eigen::MatrixXd large = factor_on(48 << 10, 2 << 20, 256 << 20, false);
+  REQUIRE(small != large);  // unpinned, the two CPUs round differently: the effect is real
+  CHECK(factor_on(32 << 10, 512 << 10, 8 << 20, true) == factor_on(48 << 10, 2 << 20, 256 << 20, true));
+  Eigen::setCpuCacheSizes(l1, l2, l3);
+}
