@@ -104,6 +104,7 @@ struct Options {
   // The L1 size Eigen's product blocking plans with (pin_eigen_blocking): fixed, so results are
   // the same on any CPU; another value changes only the rounding order of long sums.
   int blocking_l1_kib = 32;
+  bool float_products = false;  // --stats-products float: each window's statistics products in float
   bool sym = false, act_order = false;
   bool mse = false;  // GPTQ's MSE shrink search for every group's parameters (RTN's too)
   double alpha = -1;            // < 0: default_hparams
@@ -184,6 +185,8 @@ Options parse(int argc, char** argv) {
           "  [--select-grid A[:B],... (the candidates instead of each method's built-in grid)]\n"
           "  [--blocking-l1 KIB (32: the L1 size Eigen's blocking assumes on every CPU; another value\n"
           "   changes only the rounding order of long sums, to see what numerical noise alone moves)]\n"
+          "  [--stats-products double|float (double: each window's statistics products, summed in\n"
+          "   double over windows; float is about twice as fast and rounds each window's sums in float)]\n"
           "Fetch the model first with scripts/fetch_model.sh (or pass --model / set LOAQ_MODEL).\n");
       std::exit(0);
     } else if (f == "--model") o.model = value();
@@ -214,6 +217,11 @@ Options parse(int argc, char** argv) {
     else if (f == "--select-grid") o.select_grid = value();
     else if (f == "--threads") o.threads = to_int(f, value());
     else if (f == "--blocking-l1") o.blocking_l1_kib = to_int(f, value());
+    else if (f == "--stats-products") {
+      const std::string v = value();
+      if (v != "double" && v != "float") die("--stats-products is double or float");
+      o.float_products = v == "float";
+    }
     else if (f == "--act-bits") o.act.bits = to_int(f, value());
     else if (f == "--act-clip") o.act.clip_ratio = float(std::atof(value().c_str()));
     else if (f == "--act-sym") o.act.symmetric = true;
@@ -343,6 +351,7 @@ llm::Model quantize(const llm::Model& fp, const std::vector<std::vector<int>>& c
   so.progress = progress;
   so.threads = o.threads;
   so.activations = o.act;
+  so.float_products = o.float_products;
   llm::Model q;
   with_grid(o, bits, [&](const auto& grid) {
     using Grid = std::decay_t<decltype(grid)>;
@@ -459,6 +468,8 @@ int main(int argc, char** argv) {
                   heldout.size(), o.seq_len, heldout_ids.size());
     std::printf("evaluation: %zu windows x %d tokens from %s (%zu tokens)\n", evals.size(), o.seq_len,
                 o.eval_text.c_str(), eval_ids.size());
+    if (o.float_products)
+      std::printf("statistics: each window's products in float, summed in double (--stats-products float)\n");
     if (o.blocking_l1_kib != 32)
       std::printf("rounding: Eigen's products blocked for a %d KiB L1 (--blocking-l1; 32 by default)\n",
                   o.blocking_l1_kib);

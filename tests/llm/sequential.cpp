@@ -151,6 +151,26 @@ TEST_CASE("sequential: 8-bit GPTQ is near FP; methods reduce to each other where
   CHECK(custom.layers[0].o != gptq.layers[0].o);
 }
 
+TEST_CASE("sequential: statistics with float products stay within float rounding of the double ones") {
+  const llm::Model fp = tiny_model(11);
+  const auto calib = random_token_windows(6, 24, 12);
+  const auto evals = random_token_windows(4, 24, 13);
+  const loaq::UniformGrid<float, 4> grid(false);
+  llm::SequentialOptions o = options(16);
+  llm::SequentialOptions f = o;
+  f.float_products = true;
+  for (const bool loaq_method : {false, true}) {
+    CAPTURE(loaq_method);
+    const auto run = [&](const llm::SequentialOptions& opt) {
+      return loaq_method ? llm::quantize_sequential(fp, calib, llm::loaq_normalized(0.5, 0.5), grid, opt)
+                         : llm::quantize_sequential(fp, calib, llm::Gptq{}, grid, opt);
+    };
+    const double exact = mean_nll(run(o), evals), fast = mean_nll(run(f), evals);
+    CHECK(std::isfinite(fast));
+    CHECK(std::abs(fast - exact) < 0.01 * exact);
+  }
+}
+
 TEST_CASE("sequential and perplexity: results do not depend on the thread count") {
   const llm::Model fp = tiny_model(7);
   const auto calib = random_token_windows(5, 24, 8);

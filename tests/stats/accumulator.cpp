@@ -99,3 +99,39 @@ TEST_CASE("activations whose products overflow are refused and leave the statist
   CHECK(acc.add_batch(X * 1e100).ok());  // large but representable: fine
   CHECK(acc.hessian().allFinite());
 }
+
+TEST_CASE("float products: the statistics within float rounding of the double ones, weights included") {
+  // n above the 256-row SYRK panel, so the float path's off-diagonal panel is exercised too.
+  std::mt19937 rng(43);
+  const Index n = 300, m = 40, T = 120;
+  const Eigen::MatrixXd Xh = loaq_test::random_inputs(n, 3 * T, rng);
+  const Eigen::MatrixXd X = Xh + 0.1 * loaq_test::random_matrix<double>(n, 3 * T, rng);
+  const Eigen::MatrixXd R = loaq_test::random_matrix<double>(m, 3 * T, rng);
+  const Eigen::MatrixXd Rh = R + 0.2 * loaq_test::random_matrix<double>(m, 3 * T, rng);
+  const Eigen::VectorXd a = Eigen::VectorXd::Random(3 * T).cwiseAbs(), b = Eigen::VectorXd::Random(3 * T).cwiseAbs();
+  loaq::CalibrationAccumulator<double> exact(n, m), fast(n, m), fast_weighted(n, m), exact_weighted(n, m);
+  CHECK_FALSE(fast.float_products());  // off by default
+  fast.set_float_products(true);
+  fast_weighted.set_float_products(true);
+  REQUIRE(fast.float_products());
+  for (Index w = 0; w < 3; ++w) {  // three windows: the sums across them stay in double
+    const auto cols = [&](const Eigen::MatrixXd& M) { return Eigen::MatrixXd(M.middleCols(w * T, T)); };
+    const Eigen::VectorXd aw = a.segment(w * T, T), bw = b.segment(w * T, T);
+    const Eigen::MatrixXd xh = cols(Xh), x = cols(X), r = cols(R), rh = cols(Rh);
+    REQUIRE(exact.add_batch(xh, x, rh, r).ok());
+    REQUIRE(fast.add_batch(xh, x, rh, r).ok());
+    REQUIRE(exact_weighted.add_weighted_batch(xh, x, &rh, &r, aw, bw).ok());
+    REQUIRE(fast_weighted.add_weighted_batch(xh, x, &rh, &r, aw, bw).ok());
+  }
+  for (auto [e, f] : {std::pair{&exact, &fast}, std::pair{&exact_weighted, &fast_weighted}}) {
+    const auto rel = [](const Eigen::MatrixXd& A, const Eigen::MatrixXd& B) { return (A - B).norm() / A.norm(); };
+    CHECK(rel(e->hessian(), f->hessian()) < 1e-6);
+    CHECK(rel(e->cross(), f->cross()) < 1e-6);
+    CHECK(rel(e->residual_cross(), f->residual_cross()) < 1e-6);
+    CHECK(e->hessian() != f->hessian());  // the products really ran in float
+    CHECK(f->hessian() == Eigen::MatrixXd(f->hessian().transpose()));
+  }
+  loaq::CalibrationAccumulator<float> single(n);
+  single.set_float_products(true);
+  CHECK_FALSE(single.float_products());  // nothing to gain when Acc is float
+}

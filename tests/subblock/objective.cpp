@@ -90,3 +90,36 @@ TEST_CASE("LLaMA linears get the objective of their role") {
   for (const char* name : {"o_proj", "model.layers.7.self_attn.o_proj", "down_proj"})
     CHECK(loaq::llama_linear_role(name) == loaq::LinearRole::Output);
 }
+
+TEST_CASE("float products keep the normalized objective's statistics and what it gains over GPTQ") {
+  std::mt19937 rng(71);
+  const Index d = 48, n = 96, T = 1024;
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(d, n, rng, 0.05);
+  const Eigen::MatrixXd A = loaq_test::random_matrix<double>(n, n, rng) / std::sqrt(double(n));
+  const Eigen::MatrixXd B = loaq_test::random_matrix<double>(d, n, rng) / std::sqrt(double(n));
+  const SubblockData calib = subblock_tokens(A, B, d, n, T, rng);
+  const SubblockData held = subblock_tokens(A, B, d, n, T, rng);
+  const Eigen::VectorXd gamma = Eigen::VectorXd::Ones(d);
+  loaq::ObjectiveStats<loaq::NormalizedOutput> exact(W, {0.5, 0.5, 1e-5, true}), fast(W, {0.5, 0.5, 1e-5, true});
+  fast.set_float_products(true);
+  loaq::CalibrationAccumulator<double> plain(n);
+  for (Index b = 0; b < 4; ++b) {
+    const auto cols = [&](const Eigen::MatrixXd& M) { return M.middleCols(b * 256, 256); };
+    REQUIRE(exact.add(cols(calib.Xh), cols(calib.X), cols(calib.Rh), cols(calib.R)).ok());
+    REQUIRE(fast.add(cols(calib.Xh), cols(calib.X), cols(calib.Rh), cols(calib.R)).ok());
+    REQUIRE(plain.add_batch(cols(calib.Xh)).ok());
+  }
+  const auto rel = [](const Eigen::MatrixXd& E, const Eigen::MatrixXd& F) { return (E - F).norm() / E.norm(); };
+  CHECK(rel(exact.stats().hessian(), fast.stats().hessian()) < 1e-5);
+  CHECK(rel(exact.stats().cross(), fast.stats().cross()) < 1e-5);
+  CHECK(rel(exact.stats().residual_cross(), fast.stats().residual_cross()) < 1e-5);
+  CHECK(exact.stats().hessian() != fast.stats().hessian());
+
+  loaq::GptqOptions opt;
+  opt.group_size = 32;
+  loaq::UniformGrid<double, 3> grid(false);
+  loaq::QuantizedWeight<double> gptq, loaq_fast;
+  REQUIRE(loaq::gptq(W, plain.hessian(), grid, opt, gptq).ok());
+  REQUIRE(loaq::solve_objective(W, fast, grid, opt, loaq_fast).ok());
+  CHECK(normalized_error(loaq_fast.weight, W, held, gamma) < normalized_error(gptq.weight, W, held, gamma));
+}

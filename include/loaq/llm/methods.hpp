@@ -11,12 +11,16 @@
 namespace loaq {
 namespace llm {
 
+// Empty statistics for a group: an accumulator of its input width.
+inline CalibrationAccumulator<double> input_stats(const GroupInfo& g) {
+  CalibrationAccumulator<double> s(g.inputs());
+  s.set_float_products(g.float_products);
+  return s;
+}
+
 // GPTQ on Ĥ = Σ x̂ x̂ᵀ, every linear.
 struct Gptq {
-  template <class G>
-  CalibrationAccumulator<double> stats(const G& g) const {
-    return CalibrationAccumulator<double>(g.inputs());
-  }
+  CalibrationAccumulator<double> stats(const GroupInfo& g) const { return input_stats(g); }
   Report add(CalibrationAccumulator<double>& s, const Batch& b) const { return s.add_batch(b.x_hat); }
   template <class Grid>
   Report solve(const CalibrationAccumulator<double>& s, const Eigen::MatrixXf& W, const Grid& grid,
@@ -28,10 +32,7 @@ struct Gptq {
 // GPTAQ: GPTQ plus the asymmetric correction α·ΔX X̂ᵀ (Ĥ and C = Σ (x − x̂) x̂ᵀ), every linear.
 struct Gptaq {
   double alpha = 0.25;  // the reference's default
-  template <class G>
-  CalibrationAccumulator<double> stats(const G& g) const {
-    return CalibrationAccumulator<double>(g.inputs());
-  }
+  CalibrationAccumulator<double> stats(const GroupInfo& g) const { return input_stats(g); }
   Report add(CalibrationAccumulator<double>& s, const Batch& b) const { return s.add_batch(b.x_hat, b.x); }
   template <class Grid>
   Report solve(const CalibrationAccumulator<double>& s, const Eigen::MatrixXf& W, const Grid& grid,
@@ -43,14 +44,20 @@ struct Gptaq {
 // Empty statistics of an objective for one group. The normalized objective's ε is the model's
 // RMSNorm ε (the group's norm_eps), whatever the objective value says.
 inline ObjectiveStats<LinearOutput> objective_stats(const GroupInfo& g, LinearOutput o) {
-  return ObjectiveStats<LinearOutput>(g.inputs(), o);
+  ObjectiveStats<LinearOutput> s(g.inputs(), o);
+  s.set_float_products(g.float_products);
+  return s;
 }
 inline ObjectiveStats<ResidualOutput> objective_stats(const GroupInfo& g, ResidualOutput o) {
-  return ObjectiveStats<ResidualOutput>(g.inputs(), g.outputs(), o);
+  ObjectiveStats<ResidualOutput> s(g.inputs(), g.outputs(), o);
+  s.set_float_products(g.float_products);
+  return s;
 }
 inline ObjectiveStats<NormalizedOutput> objective_stats(const GroupInfo& g, NormalizedOutput o) {
   o.eps = double(g.norm_eps);
-  return ObjectiveStats<NormalizedOutput>(*g.fp_weight, o);
+  ObjectiveStats<NormalizedOutput> s(*g.fp_weight, o);
+  s.set_float_products(g.float_products);
+  return s;
 }
 
 // Input linears (q,k,v, gate,up) solved toward `input`'s target, output linears (o, down) toward

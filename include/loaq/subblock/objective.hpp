@@ -60,6 +60,8 @@ class ObjectiveStats<LinearOutput> {
   Report add(const Eigen::MatrixBase<D1>& Xhat, const Eigen::MatrixBase<D2>& X, Index sequences = 1) {
     return acc_.add_batch(Xhat, X, sequences);
   }
+  // The batches' products in float (CalibrationAccumulator::set_float_products).
+  void set_float_products(bool on) { acc_.set_float_products(on); }
   const CalibrationAccumulator<double>& stats() const { return acc_; }
   TargetWeights weights() const { return {obj_.alpha, 0.0}; }
 
@@ -78,6 +80,8 @@ class ObjectiveStats<ResidualOutput> {
              const Eigen::MatrixBase<D3>& Rhat, const Eigen::MatrixBase<D4>& R, Index sequences = 1) {
     return acc_.add_batch(Xhat, X, Rhat, R, sequences);
   }
+  // The batches' products in float (CalibrationAccumulator::set_float_products).
+  void set_float_products(bool on) { acc_.set_float_products(on); }
   const CalibrationAccumulator<double>& stats() const { return acc_; }
   TargetWeights weights() const { return {obj_.alpha, obj_.beta}; }
 
@@ -109,8 +113,14 @@ class ObjectiveStats<NormalizedOutput> {
     const Matrix<double> r = R.template cast<double>(), rh = Rhat.template cast<double>();
     if (!x.allFinite() || !xh.allFinite() || !r.allFinite() || !rh.allFinite())
       return Report::fail(Status::NonFiniteInput, "calibration batch holds NaN or Inf");
-    const Vector<double> s = inverse_rms(r + W_ * x, obj_.eps);
-    const Vector<double> sh = inverse_rms(rh + W_ * xh, obj_.eps);
+    Vector<double> s, sh;
+    if (acc_.float_products()) {
+      s = inverse_rms(r + float_output(X), obj_.eps);
+      sh = inverse_rms(rh + float_output(Xhat), obj_.eps);
+    } else {
+      s = inverse_rms(r + W_ * x, obj_.eps);
+      sh = inverse_rms(rh + W_ * xh, obj_.eps);
+    }
     if (!s.allFinite() || !sh.allFinite())
       return Report::fail(Status::NonFiniteInput,
                           "a token's output is all zero with ε = 0; set the RMSNorm ε");
@@ -119,12 +129,26 @@ class ObjectiveStats<NormalizedOutput> {
     const Vector<double> m = s.cwiseQuotient(sh);
     return acc_.add_weighted_batch(xh, x, &rh, &r, ones, m, sequences);
   }
+  // The batches' products in float, W·x included (CalibrationAccumulator::set_float_products).
+  void set_float_products(bool on) {
+    acc_.set_float_products(on);
+    W_float_ = on ? Matrix<float>(W_.cast<float>()) : Matrix<float>();
+  }
   const CalibrationAccumulator<double>& stats() const { return acc_; }
   TargetWeights weights() const { return {obj_.alpha, obj_.beta}; }
 
  private:
+  // W·x of a batch with float products, from the caller's values.
+  template <class D>
+  Matrix<double> float_output(const Eigen::MatrixBase<D>& X) const {
+    Matrix<float> y;
+    y.noalias() = W_float_ * X.template cast<float>();
+    return y.cast<double>();
+  }
+
   NormalizedOutput obj_;
   Matrix<double> W_;
+  Matrix<float> W_float_;  // with float products
   CalibrationAccumulator<double> acc_;
 };
 
