@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# loaq-ppl-table pins Eigen's product blocking (loaq::pin_eigen_blocking), so its results do not
-# depend on the caches of the CPU it runs on; --blocking-l1 changes only the rounding order of
-# long sums. On the real SmolLM2 (tiny budget): the default equals an explicit --blocking-l1 32,
-# another L1 size moves GPTQ's perplexity (rounding reaches the result) but not FP's beyond its
-# printed digits, and out-of-range values are refused. Skips (exit 77) without the model.
+# loaq-ppl-table's rounding options on the real SmolLM2 (tiny budget). It pins Eigen's product
+# blocking (loaq::pin_eigen_blocking), so its results do not depend on the caches of the CPU it
+# runs on; --blocking-l1 changes only the rounding order of long sums: the default equals an
+# explicit --blocking-l1 32, another L1 size moves GPTQ's perplexity (rounding reaches the
+# result) but not FP's beyond its printed digits. --stats-products float computes the
+# statistics' products in float: it changes GPTQ's result and says so. Bad values are refused.
+# Skips (exit 77) without the model.
 #
-#   blocking_test.sh LOAQ_PPL_TABLE
+#   rounding_test.sh LOAQ_PPL_TABLE
 set -euo pipefail
 table=$1
 model=${LOAQ_MODEL:-${LOAQ_CACHE:-$HOME/.cache/loaq}/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -19,15 +21,21 @@ ppl() { grep "^| $2 | " "$1" | head -1 | awk -F'|' '{gsub(/ /, "", $4); print $4
 "$table" "${small[@]}" --table-out "$tmp/default.md" >"$tmp/default.log"
 "$table" "${small[@]}" --blocking-l1 32 --table-out "$tmp/l32.md" >"$tmp/l32.log"
 "$table" "${small[@]}" --blocking-l1 48 --table-out "$tmp/l48.md" >"$tmp/l48.log"
-for f in default l32 l48; do echo "$f: fp $(ppl "$tmp/$f.md" fp), gptq $(ppl "$tmp/$f.md" gptq)"; done
+"$table" "${small[@]}" --stats-products float --table-out "$tmp/float.md" >"$tmp/float.log"
+for f in default l32 l48 float; do echo "$f: fp $(ppl "$tmp/$f.md" fp), gptq $(ppl "$tmp/$f.md" gptq)"; done
 [[ $(ppl "$tmp/default.md" gptq) == "$(ppl "$tmp/l32.md" gptq)" ]] || fail "the default is not --blocking-l1 32"
 [[ $(ppl "$tmp/default.md" gptq) != "$(ppl "$tmp/l48.md" gptq)" ]] || fail "--blocking-l1 48 changed nothing"
 [[ $(ppl "$tmp/default.md" fp) == "$(ppl "$tmp/l48.md" fp)" ]] || fail "FP moved beyond rounding"
 grep -q "^rounding: .*48 KiB" "$tmp/l48.log" || fail "a non-default blocking is not announced"
 ! grep -q "^rounding:" "$tmp/default.log" || fail "the default run announces a blocking"
+[[ $(ppl "$tmp/default.md" gptq) != "$(ppl "$tmp/float.md" gptq)" ]] || fail "--stats-products float changed nothing"
+grep -q "^statistics: .*float" "$tmp/float.log" || fail "float products are not announced"
+! grep -q "^statistics:" "$tmp/default.log" || fail "the default run announces float products"
+if "$table" "${small[@]}" --stats-products half >"$tmp/bad.log" 2>&1; then fail "--stats-products half accepted"; fi
+grep -q "stats-products is double or float" "$tmp/bad.log" || fail "--stats-products half: no message"
 
 for bad in 0 4 2048 x; do
   if "$table" "${small[@]}" --blocking-l1 "$bad" >"$tmp/bad.log" 2>&1; then fail "--blocking-l1 $bad accepted"; fi
   grep -q "blocking-l1\|integer" "$tmp/bad.log" || fail "--blocking-l1 $bad: no message"
 done
-echo "blocking: ok"
+echo "rounding: ok"
