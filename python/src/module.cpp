@@ -212,9 +212,18 @@ nb::object copy_out(Holder& self, int which) {
   return to_numpy(std::move(m));
 }
 
+inline void set_float_products(Accumulator& s, bool on) { s.acc.set_float_products(on); }
+template <class Objective>
+void set_float_products(Stats<Objective>& s, bool on) { s.st.set_float_products(on); }
+
 template <class Holder, class Cls>
 void stats_properties(Cls& cls) {
-  cls.def_prop_ro("features", [](Holder& s) { return s.stats().features(); })
+  cls.def_prop_ro("float_products", [](Holder& s) { return s.stats().float_products(); })
+      .def("set_float_products", [](Holder& s, bool on) {
+        std::lock_guard<std::mutex> lock(s.mu);
+        set_float_products(s, on);
+      })
+      .def_prop_ro("features", [](Holder& s) { return s.stats().features(); })
       .def_prop_ro("sequences", [](Holder& s) { return s.stats().sequences(); })
       .def_prop_ro("tokens", [](Holder& s) { return s.stats().tokens(); })
       .def_prop_ro("has_cross", [](Holder& s) { return s.stats().has_cross(); })

@@ -240,6 +240,34 @@ def test_weighted_accumulator_form(small_layer):
     np.testing.assert_allclose(acc.cross, 2 * (X * b[:, None] - xa).T @ xa, rtol=1e-9, atol=1e-9)
 
 
+def test_float_products_stay_within_float_rounding(small_layer):
+    W, Xh, X = small_layer
+    R = np.random.default_rng(3).standard_normal((len(Xh), W.shape[0]))
+    Rh = R + 0.1 * np.random.default_rng(4).standard_normal(R.shape)
+    exact = loaq.CalibrationAccumulator(Xh.shape[1])
+    fast = loaq.CalibrationAccumulator(Xh.shape[1], float_products=True)
+    assert fast.float_products and not exact.float_products
+    for acc in (exact, fast):
+        acc.add_batch(Xh[:200], X[:200], Rh[:200], R[:200])
+        acc.add_batch(Xh[200:], X[200:], Rh[200:], R[200:])
+    for name in ("hessian", "cross", "residual_cross"):
+        e, f = getattr(exact, name), getattr(fast, name)
+        assert np.linalg.norm(e - f) < 1e-6 * np.linalg.norm(e), name
+    assert not np.array_equal(exact.hessian, fast.hessian)  # the products really ran in float
+    # The normalized objective's W·x too; the solve keeps its codes close to the exact ones.
+    obj = loaq.NormalizedOutput(0.5, 0.5)
+    st_exact = loaq.ObjectiveStats(obj, weight=W)
+    st_fast = loaq.ObjectiveStats(obj, weight=W, float_products=True)
+    assert st_fast.float_products
+    for st in (st_exact, st_fast):
+        st.add(Xh, X, Rh, R)
+    e, f = st_exact.residual_cross, st_fast.residual_cross
+    assert np.linalg.norm(e - f) < 1e-5 * np.linalg.norm(e)
+    qe = loaq.solve_objective(W, st_exact, bits=4)
+    qf = loaq.solve_objective(W, st_fast, bits=4)
+    assert np.mean(qe.codes == qf.codes) > 0.99
+
+
 def test_llama_linear_role():
     assert loaq.llama_linear_role("model.layers.3.mlp.down_proj") == "output"
     assert loaq.llama_linear_role("self_attn.o_proj") == "output"

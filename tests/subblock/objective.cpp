@@ -31,16 +31,27 @@ double normalized_error(const Eigen::MatrixXd& Q, const Eigen::MatrixXd& W, cons
           loaq::rmsnorm(Eigen::MatrixXd(s.R + W * s.X), gamma, 1e-5)).squaredNorm() / double(s.X.cols());
 }
 
+// An output linear W (d × n) with calibration and held-out tokens drifted the same way.
+struct DriftedSubblock {
+  Eigen::MatrixXd W;
+  SubblockData calib, held;
+};
+DriftedSubblock drifted_subblock(Index d, Index n, Index T, std::mt19937& rng) {
+  DriftedSubblock s;
+  s.W = loaq_test::random_matrix<double>(d, n, rng, 0.05);
+  const Eigen::MatrixXd A = loaq_test::random_matrix<double>(n, n, rng) / std::sqrt(double(n));
+  const Eigen::MatrixXd B = loaq_test::random_matrix<double>(d, n, rng) / std::sqrt(double(n));
+  s.calib = subblock_tokens(A, B, d, n, T, rng);
+  s.held = subblock_tokens(A, B, d, n, T, rng);
+  return s;
+}
+
 }  // namespace
 
 TEST_CASE("on drifted streams LoaQ's sub-block objectives beat GPTQ on the sub-block output") {
   std::mt19937 rng(67);
-  const Index d = 48, n = 96, T = 1024;
-  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(d, n, rng, 0.05);
-  const Eigen::MatrixXd A = loaq_test::random_matrix<double>(n, n, rng) / std::sqrt(double(n));
-  const Eigen::MatrixXd B = loaq_test::random_matrix<double>(d, n, rng) / std::sqrt(double(n));
-  const SubblockData calib = subblock_tokens(A, B, d, n, T, rng);
-  const SubblockData held = subblock_tokens(A, B, d, n, T, rng);
+  const Index d = 48, n = 96;
+  const auto [W, calib, held] = drifted_subblock(d, n, 1024, rng);
   const Eigen::VectorXd gamma = loaq_test::random_matrix<double>(d, 1, rng).array().abs() + 0.5;
 
   loaq::GptqOptions opt;
@@ -93,12 +104,8 @@ TEST_CASE("LLaMA linears get the objective of their role") {
 
 TEST_CASE("float products keep the normalized objective's statistics and what it gains over GPTQ") {
   std::mt19937 rng(71);
-  const Index d = 48, n = 96, T = 1024;
-  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(d, n, rng, 0.05);
-  const Eigen::MatrixXd A = loaq_test::random_matrix<double>(n, n, rng) / std::sqrt(double(n));
-  const Eigen::MatrixXd B = loaq_test::random_matrix<double>(d, n, rng) / std::sqrt(double(n));
-  const SubblockData calib = subblock_tokens(A, B, d, n, T, rng);
-  const SubblockData held = subblock_tokens(A, B, d, n, T, rng);
+  const Index d = 48, n = 96;
+  const auto [W, calib, held] = drifted_subblock(d, n, 1024, rng);
   const Eigen::VectorXd gamma = Eigen::VectorXd::Ones(d);
   loaq::ObjectiveStats<loaq::NormalizedOutput> exact(W, {0.5, 0.5, 1e-5, true}), fast(W, {0.5, 0.5, 1e-5, true});
   fast.set_float_products(true);
