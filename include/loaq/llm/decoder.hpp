@@ -216,36 +216,60 @@ inline Eigen::MatrixXf causal_attention(const Config& cfg, const Eigen::MatrixXf
   return ctx;
 }
 
-// h + o_proj(attention(RMSNorm(h))).
-inline Eigen::MatrixXf attention_block(const Config& cfg, const DecoderLayer& L,
-                                       const Eigen::MatrixXf& h, AttnCapture* cap = nullptr) {
+// h + W x (+ b): an output linear (o_proj, down_proj) added to the residual stream it writes.
+inline Eigen::MatrixXf residual_add(const Eigen::MatrixXf& h, const Eigen::MatrixXf& W,
+                                    const Eigen::VectorXf& b, const Eigen::MatrixXf& x) {
+  Eigen::MatrixXf out = h + W * x;  // one expression: Eigen adds the product into h
+  if (b.size()) out.colwise() += b;
+  return out;
+}
+
+// The input of o_proj: attention(RMSNorm(h)) as o_proj reads it; `x_qkv` (if given) receives
+// the input of q/k/v_proj.
+inline Eigen::MatrixXf attention_context(const Config& cfg, const DecoderLayer& L,
+                                         const Eigen::MatrixXf& h, Eigen::MatrixXf* x_qkv = nullptr) {
   const Eigen::MatrixXf x = norm_input(cfg, h, L.attn_norm);
   Eigen::MatrixXf Q = linear(L.q, L.bias_of(Linear::q), x), K = linear(L.k, L.bias_of(Linear::k), x);
   const Eigen::MatrixXf V = linear(L.v, L.bias_of(Linear::v), x);
   apply_rope(Q, cfg.n_heads, cfg.head_dim, cfg.rope_theta);
   apply_rope(K, cfg.n_kv_heads, cfg.head_dim, cfg.rope_theta);
-  Eigen::MatrixXf ctx = linear_input(cfg, causal_attention(cfg, Q, K, V));
-  Eigen::MatrixXf out = h + L.o * ctx;  // one expression: Eigen adds the product into h
-  if (L.bias_of(Linear::o).size()) out.colwise() += L.bias_of(Linear::o);
+  if (x_qkv) *x_qkv = x;
+  return linear_input(cfg, causal_attention(cfg, Q, K, V));
+}
+
+// h + o_proj(attention(RMSNorm(h))).
+inline Eigen::MatrixXf attention_block(const Config& cfg, const DecoderLayer& L,
+                                       const Eigen::MatrixXf& h, AttnCapture* cap = nullptr) {
+  Eigen::MatrixXf x_qkv;
+  Eigen::MatrixXf ctx = attention_context(cfg, L, h, cap ? &x_qkv : nullptr);
+  Eigen::MatrixXf out = residual_add(h, L.o, L.bias_of(Linear::o), ctx);
   if (cap) {
-    cap->x_qkv = x;
+    cap->x_qkv = std::move(x_qkv);
     cap->x_o = std::move(ctx);
   }
   return out;
 }
 
-// h + down_proj(silu(gate_proj(x)) ⊙ up_proj(x)), x = RMSNorm(h) (linear_input and down_input
-// add the run-time transforms).
-inline Eigen::MatrixXf mlp_block(const Config& cfg, const DecoderLayer& L, const Eigen::MatrixXf& h,
-                                 MlpCapture* cap = nullptr) {
+// The input of down_proj: silu(gate_proj(x)) ⊙ up_proj(x), x = RMSNorm(h), as down_proj reads
+// it (linear_input and down_input add the run-time transforms); `x_gate_up` (if given)
+// receives x.
+inline Eigen::MatrixXf mlp_hidden(const Config& cfg, const DecoderLayer& L, const Eigen::MatrixXf& h,
+                                  Eigen::MatrixXf* x_gate_up = nullptr) {
   const Eigen::MatrixXf x = norm_input(cfg, h, L.ffn_norm);
   const Eigen::ArrayXXf g = linear(L.gate, L.bias_of(Linear::gate), x).array();
-  Eigen::MatrixXf a = down_input(
+  if (x_gate_up) *x_gate_up = x;
+  return down_input(
       cfg, ((g / (1.f + (-g).exp())) * linear(L.up, L.bias_of(Linear::up), x).array()).matrix());
-  Eigen::MatrixXf out = h + L.down * a;
-  if (L.bias_of(Linear::down).size()) out.colwise() += L.bias_of(Linear::down);
+}
+
+// h + down_proj(silu(gate_proj(x)) ⊙ up_proj(x)), x = RMSNorm(h).
+inline Eigen::MatrixXf mlp_block(const Config& cfg, const DecoderLayer& L, const Eigen::MatrixXf& h,
+                                 MlpCapture* cap = nullptr) {
+  Eigen::MatrixXf x_gate_up;
+  Eigen::MatrixXf a = mlp_hidden(cfg, L, h, cap ? &x_gate_up : nullptr);
+  Eigen::MatrixXf out = residual_add(h, L.down, L.bias_of(Linear::down), a);
   if (cap) {
-    cap->x_gate_up = x;
+    cap->x_gate_up = std::move(x_gate_up);
     cap->x_down = std::move(a);
   }
   return out;

@@ -1,7 +1,7 @@
 // Sequential layer-by-layer PTQ of a LLaMA-family decoder (spec §6, GPTQ --true-sequential order):
 // per decoder layer, run the FP layer on the FP stream (inputs of every linear and the FP
-// residuals), then quantize [q,k,v] → [o] → [gate,up] → [down], re-running the partially
-// quantized layer on the quantized stream before each group; then advance both streams.
+// residuals), then quantize [q,k,v] → [o] → [gate,up] → [down], advancing the quantized stream
+// through the partially quantized layer before each group; then advance both streams.
 //
 // What a group of linears collects and how each linear is solved is a Method, a policy type
 // (methods.hpp has GPTQ, GPTAQ, QEP and LoaQ). A Method M provides, for G = InputGroup (q,k,v and
@@ -195,9 +195,11 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
 
     // One group: `input(w)` runs window w's quantized stream as far as the group and returns the
     // linears' input x̂ (any thread); `add(st, w, x̂)` adds the window (calling thread, in order).
-    // Then every linear of the group is solved, one task per linear.
+    // Then every linear of the group is solved, one task per linear. `kept`: where the inputs
+    // go once added, for an output group whose result is then added to the stream (else freed).
     auto run_group = [&](auto tag, const char* stage, const Eigen::MatrixXf& W_fp, auto&& input,
-                         auto&& add, std::initializer_list<Linear> linears) {
+                         auto&& add, std::initializer_list<Linear> linears,
+                         std::vector<Eigen::MatrixXf>* kept = nullptr) {
       using G = decltype(tag);
       if (options.progress) options.progress({l + 1, layers, stage, seconds_since(t0)});
       G g;
@@ -214,6 +216,7 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
           [&](std::size_t w) {
             detail::Stopwatch sw(&stats_s);
             add(st, w, xh[w]);
+            if (kept) (*kept)[w] = std::move(xh[w]);
             xh[w] = Eigen::MatrixXf();  // done with it
           });
       tm.stats_s += stats_s;
@@ -243,45 +246,54 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
       detail::check(method.add(st, Batch{xh, x, &rh_b, &r_b}), "statistics");
     };
 
+    // Each FP capture is freed once its window is added. The inputs of o and down are kept, so
+    // that the quantized stream advances by one product each (the result is the same as
+    // re-running the block: q,k,v, resp. gate,up are already quantized when they are captured).
+    std::vector<Eigen::MatrixXf> x_o(W), x_down(W);
     run_group(
         InputGroup{}, "q,k,v", Lf.q,
         [&](std::size_t w) { return norm_input(qcfg, h_q[w], Lq.attn_norm); },
-        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) { add_input(st, xh, fa[w].x_qkv); },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {
+          add_input(st, xh, fa[w].x_qkv);
+          fa[w].x_qkv = Eigen::MatrixXf();
+        },
         {Linear::q, Linear::k, Linear::v});
     run_group(
-        OutputGroup{}, "o", Lf.o,
-        [&](std::size_t w) {
-          AttnCapture a;
-          attention_block(qcfg, Lq, h_q[w], &a);
-          return std::move(a.x_o);
-        },
+        OutputGroup{}, "o", Lf.o, [&](std::size_t w) { return attention_context(qcfg, Lq, h_q[w]); },
         [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: the block input
           add_output(st, xh, fa[w].x_o, h_q[w], h_fp[w], Lq.bias_of(Linear::o), Lf.bias_of(Linear::o));
+          fa[w].x_o = Eigen::MatrixXf();
         },
-        {Linear::o});
+        {Linear::o}, &x_o);
+    {
+      detail::Stopwatch sw(&tm.forward_s);
+      detail::parallel_for(W, threads, [&](std::size_t w) {
+        mid_q[w] = residual_add(h_q[w], Lq.o, Lq.bias_of(Linear::o), x_o[w]);
+        x_o[w] = Eigen::MatrixXf();
+      });
+    }
     run_group(
         InputGroup{}, "gate,up", Lf.gate,
-        [&](std::size_t w) {
-          mid_q[w] = attention_block(qcfg, Lq, h_q[w]);
-          return norm_input(qcfg, mid_q[w], Lq.ffn_norm);
+        [&](std::size_t w) { return norm_input(qcfg, mid_q[w], Lq.ffn_norm); },
+        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {
+          add_input(st, xh, fm[w].x_gate_up);
+          fm[w].x_gate_up = Eigen::MatrixXf();
         },
-        [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) { add_input(st, xh, fm[w].x_gate_up); },
         {Linear::gate, Linear::up});
     run_group(
-        OutputGroup{}, "down", Lf.down,
-        [&](std::size_t w) {
-          MlpCapture m;
-          mlp_block(qcfg, Lq, mid_q[w], &m);
-          return std::move(m.x_down);
-        },
+        OutputGroup{}, "down", Lf.down, [&](std::size_t w) { return mlp_hidden(qcfg, Lq, mid_q[w]); },
         [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: mid-block
           add_output(st, xh, fm[w].x_down, mid_q[w], mid_fp[w], Lq.bias_of(Linear::down),
                      Lf.bias_of(Linear::down));
+          fm[w].x_down = Eigen::MatrixXf();
         },
-        {Linear::down});
+        {Linear::down}, &x_down);
 
     detail::Stopwatch sw(&tm.forward_s);
-    detail::parallel_for(W, threads, [&](std::size_t w) { h_q[w] = mlp_block(qcfg, Lq, mid_q[w]); });
+    detail::parallel_for(W, threads, [&](std::size_t w) {
+      h_q[w] = residual_add(mid_q[w], Lq.down, Lq.bias_of(Linear::down), x_down[w]);
+      x_down[w] = Eigen::MatrixXf();
+    });
     h_fp = std::move(next_fp);
   }
   return q;
