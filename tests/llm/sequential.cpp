@@ -2,6 +2,8 @@
 // (methods.hpp) on a tiny random LLaMA-style model (no download needed).
 #include <doctest/doctest.h>
 
+#include <map>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -76,7 +78,57 @@ struct GptqInNormalizedOut {
   }
 };
 
+// GPTQ that records every x̂ it is given, per group (its layer and FP weight) and window.
+struct RecordingGptq {
+  using Key = std::pair<int, const Eigen::MatrixXf*>;
+  std::shared_ptr<std::map<Key, std::vector<Eigen::MatrixXf>>> seen =
+      std::make_shared<std::map<Key, std::vector<Eigen::MatrixXf>>>();
+  struct Stats {
+    loaq::CalibrationAccumulator<double> acc;
+    Key key;
+  };
+  Stats stats(const llm::GroupInfo& g) const { return {loaq::CalibrationAccumulator<double>(g.inputs()), {g.layer, g.fp_weight}}; }
+  loaq::Report add(Stats& s, const llm::Batch& b) const {
+    (*seen)[s.key].push_back(b.x_hat);
+    return s.acc.add_batch(b.x_hat);
+  }
+  template <class Grid>
+  loaq::Report solve(const Stats& s, const Eigen::MatrixXf& W, const Grid& grid, const loaq::GptqOptions& opt,
+                     loaq::QuantizedWeight<float>& out) const {
+    return loaq::gptq(W, s.acc.hessian(), grid, opt, out);
+  }
+};
+
 }  // namespace
+
+TEST_CASE("sequential: each group's x̂ is what the returned model feeds that linear") {
+  // The quantized stream is advanced group by group; whatever shortcut it takes, a group's x̂
+  // must be its input in the final model (everything before the group is final by then).
+  llm::Model fp = tiny_model(14);
+  for (auto& L : fp.layers)
+    for (auto k : kAll) L.bias[int(k)] = Eigen::VectorXf::Constant(L.weight(k).rows(), 0.1f);
+  const auto calib = random_token_windows(3, 24, 15);
+  const RecordingGptq method;
+  llm::SequentialOptions o = options(16);
+  o.threads = 2;
+  const llm::Model q = llm::quantize_sequential(fp, calib, method, loaq::UniformGrid<float, 3>(false), o);
+  for (std::size_t w = 0; w < calib.size(); ++w) {
+    Eigen::MatrixXf h = q.embed(calib[w]);
+    for (std::size_t l = 0; l < q.layers.size(); ++l) {
+      const llm::DecoderLayer& Lf = fp.layers[l];
+      llm::AttnCapture a;
+      llm::MlpCapture m;
+      const Eigen::MatrixXf mid = llm::attention_block(q.config, q.layers[l], h, &a);
+      h = llm::mlp_block(q.config, q.layers[l], mid, &m);
+      const auto seen = [&](const Eigen::MatrixXf& W_fp) { return method.seen->at({int(l), &W_fp}).at(w); };
+      CAPTURE(l);
+      CHECK(seen(Lf.q) == a.x_qkv);
+      CHECK(seen(Lf.o) == a.x_o);
+      CHECK(seen(Lf.gate) == m.x_gate_up);
+      CHECK(seen(Lf.down) == m.x_down);
+    }
+  }
+}
 
 TEST_CASE("sequential: every method quantizes every decoder linear onto its grid") {
   const llm::Model fp = tiny_model(1);
