@@ -123,7 +123,11 @@ def main():
                   f"{holds}/{len(margins)} | {100 * statistics.mean(margins):+.1f}% | "
                   f"{100 * max(margins):+.1f}% |")
 
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        sys.exit(f"plot_ppl.py: the tables are above; drawing {args.out} needs matplotlib "
+                 "(apt-get install python3-matplotlib)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
