@@ -142,7 +142,8 @@ class CalibrationAccumulator:
     ``n``: input features; ``residual_rows``: m of the residual streams (0: any).
     Statistics accumulate in float64 whatever the batch dtype. ``float_products=True`` computes
     each batch's products in float32 and adds them to the float64 sums: about half the time
-    where float GEMM runs twice as fast, with float rounding within each batch.
+    where float GEMM runs twice as fast, with float rounding within each batch; a batch whose
+    products would overflow or underflow float32 raises ``LoaqError`` (out of range).
     """
 
     def __init__(self, n: int, residual_rows: int = 0, *, float_products: bool = False):

@@ -266,6 +266,12 @@ def test_float_products_stay_within_float_rounding(small_layer):
     qe = loaq.solve_objective(W, st_exact, bits=4)
     qf = loaq.solve_objective(W, st_fast, bits=4)
     assert np.mean(qe.codes == qf.codes) > 0.99
+    # Products beyond float32's range are refused, not turned into Inf or 0; float64 holds them.
+    for scale in (1e25, 1e-20):
+        with pytest.raises(loaq.LoaqError, match="flow float"):
+            fast.add_batch(Xh * scale, X * scale, Rh * scale, R * scale)
+        exact.add_batch(Xh * scale, X * scale, Rh * scale, R * scale)
+    assert fast.tokens == len(Xh) and np.isfinite(fast.hessian).all()
 
 
 def test_llama_linear_role():

@@ -100,6 +100,30 @@ TEST_CASE("activations whose products overflow are refused and leave the statist
   CHECK(acc.hessian().allFinite());
 }
 
+TEST_CASE("float products: activations that overflow float are refused, not turned into Inf") {
+  std::mt19937 rng(6);
+  const Eigen::MatrixXd X = loaq_test::random_inputs(6, 20, rng);
+  loaq::CalibrationAccumulator<double> fast(6);
+  fast.set_float_products(true);
+  REQUIRE(fast.add_batch(X, X).ok());
+  const Eigen::MatrixXd before = fast.hessian();
+  const loaq::Report r = fast.add_batch(X * 1e25, X * 1e25);  // fine in double, Inf in float
+  CHECK(r.status == loaq::Status::OutOfRange);
+  CHECK(r.message.find("float products off") != std::string::npos);
+  CHECK(fast.tokens() == 20);
+  CHECK((fast.hessian() == before));
+  CHECK(fast.add_batch(X * 1e15, X * 1e15).ok());  // large but representable in float
+  CHECK(fast.hessian().allFinite());
+  CHECK(fast.cross().allFinite());
+  const loaq::Report tiny = fast.add_batch(X * 1e-20, X * 1e-20);  // products below float's range
+  CHECK(tiny.status == loaq::Status::OutOfRange);
+  CHECK(tiny.message.find("underflow") != std::string::npos);
+  CHECK(fast.tokens() == 40);
+  loaq::CalibrationAccumulator<double> exact(6);
+  CHECK(exact.add_batch(X * 1e25).ok());  // double holds both
+  CHECK(exact.add_batch(X * 1e-20).ok());
+}
+
 TEST_CASE("float products: the statistics within float rounding of the double ones, weights included") {
   // n above the 256-row SYRK panel, so the float path's off-diagonal panel is exercised too.
   std::mt19937 rng(43);

@@ -129,4 +129,14 @@ TEST_CASE("float products keep the normalized objective's statistics and what it
   REQUIRE(loaq::gptq(W, plain.hessian(), grid, opt, gptq).ok());
   REQUIRE(loaq::solve_objective(W, fast, grid, opt, loaq_fast).ok());
   CHECK(normalized_error(loaq_fast.weight, W, held, gamma) < normalized_error(gptq.weight, W, held, gamma));
+
+  // A weight whose outputs overflow float: refused with float products, fine in double.
+  const Eigen::MatrixXd huge = Eigen::MatrixXd::Constant(d, n, 1e38);  // W·x beyond float
+  loaq::ObjectiveStats<loaq::NormalizedOutput> huge_fast(huge, {0.5, 0.5, 1e-5, true}), huge_exact(huge, {0.5, 0.5, 1e-5, true});
+  huge_fast.set_float_products(true);
+  const auto first = [&](const Eigen::MatrixXd& M) { return M.leftCols(256); };
+  const loaq::Report r = huge_fast.add(first(calib.Xh), first(calib.X), first(calib.Rh), first(calib.R));
+  CHECK(r.status == loaq::Status::OutOfRange);
+  CHECK(huge_fast.stats().tokens() == 0);
+  CHECK(huge_exact.add(first(calib.Xh), first(calib.X), first(calib.Rh), first(calib.R)).ok());
 }

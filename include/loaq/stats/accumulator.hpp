@@ -18,12 +18,14 @@ namespace internal {
 
 // Everything a calibration batch must satisfy before any statistic changes (shared with the CUDA
 // accumulator): shapes, token weights, sequences, no cross term started mid-stream, finite
-// values, and products that the accumulator's scalar can hold. An empty batch passes.
+// values, and products that the accumulator's scalar (float with float products) can hold. An
+// empty batch passes.
 template <class Acc>
 Report check_calibration_batch(Index n, Index residual_rows, Index tokens, bool has_cross,
                                bool has_residual_cross, const Matrix<Acc>& xh,
                                const Matrix<Acc>* X, const Matrix<Acc>* Rhat, const Matrix<Acc>* R,
-                               const Vector<Acc>* a, const Vector<Acc>* b, Index sequences) {
+                               const Vector<Acc>* a, const Vector<Acc>* b, Index sequences,
+                               bool float_products = false) {
   const Index T = xh.cols();
   if (xh.rows() != n)
     return Report::fail(Status::ShapeMismatch, "inputs have " + std::to_string(xh.rows()) +
@@ -60,12 +62,24 @@ Report check_calibration_batch(Index n, Index residual_rows, Index tokens, bool 
   if (X) top = std::max(top, double(X->cwiseAbs().maxCoeff()));
   if (R) top = std::max({top, double(R->cwiseAbs().maxCoeff()), double(Rhat->cwiseAbs().maxCoeff())});
   if (a) top *= std::max(1.0, double(std::max(a->cwiseAbs().maxCoeff(), b->cwiseAbs().maxCoeff())));
-  if (top > 0 && 2.0 * std::log2(top) + std::log2(double(T) + 1) + 4 >=
-                     double(std::numeric_limits<Acc>::max_exponent))
+  // Float products also lose everything below float's normal range: refuse a batch whose largest
+  // (weighted) value squared has fewer than 24 bits above it.
+  if (float_products) {
+    double low = xh.cwiseAbs().maxCoeff();
+    if (a) low *= double(a->cwiseAbs().maxCoeff());
+    if (low > 0 && 2.0 * std::log2(low) < double(std::numeric_limits<float>::min_exponent + 24))
+      return Report::fail(Status::OutOfRange,
+                          "calibration values are at most " + std::to_string(low) +
+                              ": their products underflow float; rescale the activations or turn "
+                              "float products off");
+  }
+  const int max_exponent = float_products ? std::numeric_limits<float>::max_exponent
+                                           : std::numeric_limits<Acc>::max_exponent;
+  if (top > 0 && 2.0 * std::log2(top) + std::log2(double(T) + 1) + 4 >= double(max_exponent))
     return Report::fail(Status::OutOfRange,
-                        "calibration values reach " + std::to_string(top) +
-                            ": their products overflow the accumulator; rescale the activations "
-                            "or accumulate in double");
+                        "calibration values reach " + std::to_string(top) + ": their products overflow " +
+                            (float_products ? "float; rescale the activations or turn float products off"
+                                            : "the accumulator; rescale the activations or accumulate in double"));
   return Report::success();
 }
 
@@ -155,7 +169,7 @@ class CalibrationAccumulator {
     const Mat& xh = *xh_ptr;
     if (auto r = internal::check_calibration_batch(n, residual_rows_, tokens_, has_cross(),
                                                    has_residual_cross(), xh, X, Rhat, R, a, b,
-                                                   sequences);
+                                                   sequences, float_products());
         !r.ok())
       return r;
     if (T == 0) return Report::success();  // an empty batch adds nothing (not even sequences)
@@ -178,29 +192,26 @@ class CalibrationAccumulator {
     if (a) weighted = xh * a->asDiagonal();
     const Mat& xa = a ? weighted : xh;  // a ⊙ x̂
     symmetric_ = false;
+    Matrix<float> xa_f;  // a ⊙ x̂ in float, with float products
     if (float_products()) {
-      const Matrix<float> xa_f = xa.template cast<float>();
+      xa_f = xa.template cast<float>();
       syrk_lower(xa_f, step);
-      if (X) add_product(cross_, step, a ? Mat(*X * b->asDiagonal() - xa) : Mat(*X - xh), xa_f);
-      if (R)
-        add_product(residual_cross_, step,
-                    a ? Mat(*R * b->asDiagonal() - *Rhat * a->asDiagonal()) : Mat(*R - *Rhat), xa_f);
-      return Report::success();
+    } else {
+      syrk_lower(xa, step);
     }
-    syrk_lower(xa, step);
-    if (X) {
-      const Mat d = a ? Mat(*X * b->asDiagonal() - xa) : Mat(*X - xh);
-      cross_.noalias() += step * d * xa.transpose();
-    }
-    if (R) {
-      const Mat e = a ? Mat(*R * b->asDiagonal() - *Rhat * a->asDiagonal()) : Mat(*R - *Rhat);
-      residual_cross_.noalias() += step * e * xa.transpose();
-    }
+    if (X) add_cross(cross_, step, a ? Mat(*X * b->asDiagonal() - xa) : Mat(*X - xh), xa, xa_f);
+    if (R)
+      add_cross(residual_cross_, step,
+                a ? Mat(*R * b->asDiagonal() - *Rhat * a->asDiagonal()) : Mat(*R - *Rhat), xa, xa_f);
     return Report::success();
   }
 
-  // S += step·(D·X̂ᵀ) with the product in float (set_float_products).
-  static void add_product(Mat& S, Acc step, const Mat& D, const Matrix<float>& xa_f) {
+  // S += step·D·(a ⊙ x̂)ᵀ: C or G. With float products the product runs in float (xa_f).
+  void add_cross(Mat& S, Acc step, const Mat& D, const Mat& xa, const Matrix<float>& xa_f) const {
+    if (!float_products()) {
+      S.noalias() += step * D * xa.transpose();
+      return;
+    }
     const Matrix<float> d_f = D.template cast<float>();
     Matrix<float> p;
     p.noalias() = d_f * xa_f.transpose();

@@ -115,8 +115,13 @@ class ObjectiveStats<NormalizedOutput> {
       return Report::fail(Status::NonFiniteInput, "calibration batch holds NaN or Inf");
     Vector<double> s, sh;
     if (acc_.float_products()) {
-      s = inverse_rms(r + float_output(X), obj_.eps);
-      sh = inverse_rms(rh + float_output(Xhat), obj_.eps);
+      const Matrix<double> y = float_output(X), yh = float_output(Xhat);
+      if (!y.allFinite() || !yh.allFinite())
+        return Report::fail(Status::OutOfRange,
+                            "W·x overflows float; rescale the weight or the inputs, or turn float "
+                            "products off");
+      s = inverse_rms(r + y, obj_.eps);
+      sh = inverse_rms(rh + yh, obj_.eps);
     } else {
       s = inverse_rms(r + W_ * x, obj_.eps);
       sh = inverse_rms(rh + W_ * xh, obj_.eps);
