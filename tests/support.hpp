@@ -100,4 +100,14 @@ double agreement(const A& ours, const B& expected, const S& scale_of_entry) {
   return double(same) / double(ours.size());
 }
 
+// Eigen's products on one thread while in scope. In a build with OpenMP Eigen splits one GEMM over
+// its threads, which rounds differently; the library's tasks never let it (tasks.hpp).
+struct SerialEigen {
+  int before = Eigen::nbThreads();
+  SerialEigen() { Eigen::setNbThreads(1); }
+  ~SerialEigen() { Eigen::setNbThreads(before); }
+  SerialEigen(const SerialEigen&) = delete;
+  SerialEigen& operator=(const SerialEigen&) = delete;
+};
+
 }  // namespace loaq_test

@@ -4,6 +4,7 @@
 
 #include "config.hpp"
 #include "status.hpp"
+#include "tasks.hpp"
 #include "grid/uniform.hpp"
 #include "grid/codebook.hpp"
 #include "grid/ggml.hpp"

@@ -2,10 +2,13 @@
 // (methods.hpp) on a tiny random LLaMA-style model (no download needed).
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <loaq/llm/methods.hpp>
 #include <loaq/llm/perplexity.hpp>
@@ -239,6 +242,31 @@ TEST_CASE("sequential and perplexity: results do not depend on the thread count"
     const auto p1 = llm::perplexity(many, evals, 1), pn = llm::perplexity(many, evals, threads);
     CHECK(p1.mean_nll == pn.mean_nll);
     CHECK(pn.windows == 5);
+  }
+}
+
+TEST_CASE("TaskPool: every task of every batch runs once; errors reach the caller; the pool goes on") {
+  for (int threads : {1, 2, 4}) {
+    CAPTURE(threads);
+    llm::detail::TaskPool pool(threads);
+    // Many short batches: a worker that wakes late for a finished batch must not take a task of
+    // the next one (that task would run twice).
+    for (std::size_t batch = 0; batch < 300; ++batch) {
+      const std::size_t n = 1 + batch % 13;
+      std::vector<std::atomic<int>> runs(n);
+      pool.run(n, [&](std::size_t i) { ++runs[i]; });
+      for (std::size_t i = 0; i < n; ++i) REQUIRE(runs[i].load() == 1);
+    }
+    std::atomic<int> ran{0};
+    CHECK_THROWS_WITH_AS(pool.run(20, [&](std::size_t i) {
+                           ++ran;
+                           if (i == 7) throw std::runtime_error("task 7 failed");
+                         }),
+                         "task 7 failed", std::runtime_error);
+    CHECK(ran.load() == 20);  // the other tasks still ran
+    std::atomic<loaq::Index> sum{0};
+    pool.runner()(100, [&](loaq::Index i) { sum += i; });
+    CHECK(sum.load() == 4950);
   }
 }
 

@@ -1,6 +1,11 @@
 // Streaming accumulator: running 2/n_seq scaling, batch-size invariance, cross terms, errors.
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <functional>
+#include <thread>
+#include <vector>
+
 #include "../support.hpp"
 
 using loaq::Index;
@@ -158,4 +163,84 @@ TEST_CASE("float products: the statistics within float rounding of the double on
   loaq::CalibrationAccumulator<float> single(n);
   single.set_float_products(true);
   CHECK_FALSE(single.float_products());  // nothing to gain when Acc is float
+}
+
+namespace {
+// A TaskRunner on `threads` std::threads taking the tasks in index order.
+loaq::TaskRunner thread_runner(int threads) {
+  return [threads](Index count, const std::function<void(Index)>& task) {
+    std::atomic<Index> next{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&] {
+        for (Index i; (i = next++) < count;) task(i);
+      });
+    for (auto& t : pool) t.join();
+  };
+}
+}  // namespace
+
+TEST_CASE("task runners: a batch's products are row-block tasks, the same bits in any order on any thread") {
+  std::mt19937 rng(47);
+  const Index n = 600, m = 400, T = 64;  // Ĥ: 3 panels of 256 rows; C: 4 blocks of 192; G: 3
+  const Eigen::MatrixXd Xh = loaq_test::random_inputs(n, 3 * T, rng);
+  const Eigen::MatrixXd X = Xh + 0.1 * loaq_test::random_matrix<double>(n, 3 * T, rng);
+  const Eigen::MatrixXd R = loaq_test::random_matrix<double>(m, 3 * T, rng);
+  const Eigen::MatrixXd Rh = R + 0.2 * loaq_test::random_matrix<double>(m, 3 * T, rng);
+  const Eigen::VectorXd a = Eigen::VectorXd::Random(3 * T).cwiseAbs(), b = Eigen::VectorXd::Random(3 * T).cwiseAbs();
+  const loaq_test::SerialEigen one_thread_products;  // with OpenMP, for the std::thread runners (tasks.hpp)
+  for (bool float_products : {false, true}) {
+    CAPTURE(float_products);
+    loaq::CalibrationAccumulator<double> serial(n, m), reversed(n, m), threaded(n, m), weighted(n, m),
+        weighted_threaded(n, m);
+    std::vector<Index> counts;
+    reversed.set_task_runner([&](Index count, const std::function<void(Index)>& task) {
+      counts.push_back(count);
+      for (Index i = count; i-- > 0;) task(i);
+    });
+    threaded.set_task_runner(thread_runner(3));
+    weighted_threaded.set_task_runner(thread_runner(2));
+    for (auto* acc : {&serial, &reversed, &threaded, &weighted, &weighted_threaded})
+      acc->set_float_products(float_products);
+    for (Index w = 0; w < 3; ++w) {
+      const auto cols = [&](const Eigen::MatrixXd& M) { return Eigen::MatrixXd(M.middleCols(w * T, T)); };
+      const Eigen::VectorXd aw = a.segment(w * T, T), bw = b.segment(w * T, T);
+      const Eigen::MatrixXd xh = cols(Xh), x = cols(X), r = cols(R), rh = cols(Rh);
+      for (auto* acc : {&serial, &reversed, &threaded}) REQUIRE(acc->add_batch(xh, x, rh, r).ok());
+      for (auto* acc : {&weighted, &weighted_threaded}) REQUIRE(acc->add_weighted_batch(xh, x, &rh, &r, aw, bw).ok());
+    }
+    CHECK(counts == std::vector<Index>{10, 10, 10});
+    for (auto* acc : {&reversed, &threaded}) {
+      CHECK(acc->hessian() == serial.hessian());
+      CHECK(acc->cross() == serial.cross());
+      CHECK(acc->residual_cross() == serial.residual_cross());
+    }
+    CHECK(weighted_threaded.hessian() == weighted.hessian());
+    CHECK(weighted_threaded.cross() == weighted.cross());
+    CHECK(weighted_threaded.residual_cross() == weighted.residual_cross());
+    const Eigen::MatrixXd H = (2.0 / 3) * Xh * Xh.transpose();  // and they are the statistics
+    CHECK((serial.hessian() - H).norm() <= (float_products ? 1e-6 : 1e-12) * H.norm());
+  }
+}
+
+TEST_CASE("row-block tasks sum every entry as the unsplit product (SmolLM2's down_proj inputs)") {
+  // What keeps published results reproducible across this split: C from one batch equals the
+  // one-GEMM formula bit for bit, in double and with float products.
+  std::mt19937 rng(53);
+  const Index n = 1536, T = 256;
+  const Eigen::MatrixXd Xh = loaq_test::random_inputs(n, T, rng);
+  const Eigen::MatrixXd X = Xh + 0.1 * loaq_test::random_matrix<double>(n, T, rng);
+  const Eigen::MatrixXd D = X - Xh;
+  const loaq_test::SerialEigen serial;  // the expected product on one thread, as the tasks run
+  loaq::CalibrationAccumulator<double> exact(n), fast(n);
+  fast.set_float_products(true);
+  REQUIRE(exact.add_batch(Xh, X).ok());
+  REQUIRE(fast.add_batch(Xh, X).ok());
+  Eigen::MatrixXd C = Eigen::MatrixXd::Zero(n, n);
+  C.noalias() += 2.0 * D * Xh.transpose();
+  CHECK(exact.cross() == C);
+  Eigen::MatrixXf p;
+  p.noalias() = D.cast<float>() * Xh.cast<float>().transpose();
+  const Eigen::MatrixXd Cf = Eigen::MatrixXd::Zero(n, n) + 2.0 * p.cast<double>();
+  CHECK(fast.cross() == Cf);
 }

@@ -1,6 +1,8 @@
 // Sub-block objectives on drifted streams: LoaQ lowers the error it promises to lower.
 #include <doctest/doctest.h>
 
+#include <functional>
+
 #include "../support.hpp"
 
 using loaq::Index;
@@ -139,4 +141,54 @@ TEST_CASE("float products keep the normalized objective's statistics and what it
   CHECK(r.status == loaq::Status::OutOfRange);
   CHECK(huge_fast.stats().tokens() == 0);
   CHECK(huge_exact.add(first(calib.Xh), first(calib.X), first(calib.Rh), first(calib.R)).ok());
+}
+
+TEST_CASE("normalized objective: W·x as row-block tasks, the same bits as the unsplit formula for any runner") {
+  // SmolLM2's down_proj (m = 576, n = 1536: W·x sums beyond one product panel); the pipeline's
+  // float activations. Expected: the frozen RMS factors from one product each, then the weighted
+  // statistics of a plain accumulator.
+  std::mt19937 rng(79);
+  const Index m = 576, n = 1536, T = 128;
+  const Eigen::MatrixXf W = loaq_test::random_matrix<float>(m, n, rng) / std::sqrt(float(n));
+  const Eigen::MatrixXf X = loaq_test::random_inputs(n, T, rng).cast<float>();
+  const Eigen::MatrixXf Xh = X + 0.1f * loaq_test::random_matrix<float>(n, T, rng);
+  const Eigen::MatrixXf R = loaq_test::random_matrix<float>(m, T, rng);
+  const Eigen::MatrixXf Rh = R + 0.1f * loaq_test::random_matrix<float>(m, T, rng);
+  const Eigen::MatrixXd Wd = W.cast<double>(), x = X.cast<double>(), xh = Xh.cast<double>(),
+                        r = R.cast<double>(), rh = Rh.cast<double>();
+  const loaq::NormalizedOutput obj{0.5, 0.5, 1e-5, true};
+  const loaq_test::SerialEigen serial;  // the expected products and the runner's tasks (tasks.hpp)
+  for (bool float_products : {false, true}) {
+    CAPTURE(float_products);
+    Eigen::VectorXd s, sh;
+    if (float_products) {
+      const Eigen::MatrixXf y = W * X, yh = W * Xh;
+      const Eigen::MatrixXd yd = y.cast<double>(), yhd = yh.cast<double>();
+      s = loaq::inverse_rms(r + yd, obj.eps);
+      sh = loaq::inverse_rms(rh + yhd, obj.eps);
+    } else {
+      s = loaq::inverse_rms(r + Wd * x, obj.eps);
+      sh = loaq::inverse_rms(rh + Wd * xh, obj.eps);
+    }
+    loaq::CalibrationAccumulator<double> expected(n, m);
+    expected.set_float_products(float_products);
+    REQUIRE(expected.add_weighted_batch(xh, x, &rh, &r, sh, s).ok());
+
+    loaq::ObjectiveStats<loaq::NormalizedOutput> plain(W, obj), reversed(W, obj);
+    Index tasks = 0;
+    reversed.set_task_runner([&](Index count, const std::function<void(Index)>& task) {
+      tasks += count;
+      for (Index i = count; i-- > 0;) task(i);
+    });
+    for (auto* st : {&plain, &reversed}) {
+      st->set_float_products(float_products);
+      REQUIRE(st->add(Xh, X, Rh, R).ok());
+      const auto differs = [](const Eigen::MatrixXd& A, const Eigen::MatrixXd& B) { return (A - B).cwiseAbs().maxCoeff(); };
+      CHECK(differs(st->stats().hessian(), expected.hessian()) == 0);
+      CHECK(differs(st->stats().cross(), expected.cross()) == 0);
+      CHECK(differs(st->stats().residual_cross(), expected.residual_cross()) == 0);
+    }
+    // W·x: 3 blocks of 192 rows for each of x, x̂; then Ĥ (6 panels), C (8 blocks), G (3).
+    CHECK(tasks == 6 + 6 + 8 + 3);
+  }
 }

@@ -15,6 +15,7 @@ namespace llm {
 inline CalibrationAccumulator<double> input_stats(const GroupInfo& g) {
   CalibrationAccumulator<double> s(g.inputs());
   s.set_float_products(g.float_products);
+  s.set_task_runner(g.tasks);
   return s;
 }
 
@@ -46,17 +47,20 @@ struct Gptaq {
 inline ObjectiveStats<LinearOutput> objective_stats(const GroupInfo& g, LinearOutput o) {
   ObjectiveStats<LinearOutput> s(g.inputs(), o);
   s.set_float_products(g.float_products);
+  s.set_task_runner(g.tasks);
   return s;
 }
 inline ObjectiveStats<ResidualOutput> objective_stats(const GroupInfo& g, ResidualOutput o) {
   ObjectiveStats<ResidualOutput> s(g.inputs(), g.outputs(), o);
   s.set_float_products(g.float_products);
+  s.set_task_runner(g.tasks);
   return s;
 }
 inline ObjectiveStats<NormalizedOutput> objective_stats(const GroupInfo& g, NormalizedOutput o) {
   o.eps = double(g.norm_eps);
   ObjectiveStats<NormalizedOutput> s(*g.fp_weight, o);
   s.set_float_products(g.float_products);
+  s.set_task_runner(g.tasks);
   return s;
 }
 

@@ -38,6 +38,7 @@ struct GroupInfo {
   const Eigen::MatrixXf* fp_weight = nullptr;  // FP weight of the group's first linear (m × n)
   float norm_eps = 1e-5f;                      // ε of the RMSNorm that reads the residual next
   bool float_products = false;                 // SequentialOptions::float_products
+  TaskRunner tasks;                            // runs the statistics' products (the pipeline's threads)
   Eigen::Index inputs() const { return fp_weight->cols(); }   // n
   Eigen::Index outputs() const { return fp_weight->rows(); }  // m
 };
@@ -75,8 +76,9 @@ struct SequentialTimes {
 struct SequentialOptions {
   GptqOptions solver;                               // block, group, act-order, damping, MSE
   std::function<void(const Progress&)> progress;    // called when a layer's group starts
-  // Threads for coarse tasks: forward passes per window, solves per linear of a group. Statistics
-  // are added in window order on the calling thread, so the result is the same for every count.
+  // Threads for coarse tasks: forward passes per window, solves per linear of a group, and the
+  // row blocks of each window's statistics. Windows are added in order and every task is computed
+  // as on one thread, so the result is the same for every count.
   int threads = 1;
   // Weight-activation quantization: the quantized model fake-quantizes every decoder linear's
   // input with this spec, in calibration (x̂ of every method is the quantized input of the
@@ -174,6 +176,7 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
   }
 
   const int threads = std::max(1, options.threads);
+  detail::TaskPool stats_pool(threads);
   auto seconds_since = [](std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
   };
@@ -207,6 +210,7 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
       g.fp_weight = &W_fp;
       g.norm_eps = cfg.rms_eps;
       g.float_products = options.float_products;
+      g.tasks = stats_pool.runner();
       auto st = method.stats(g);
       std::vector<Eigen::MatrixXf> xh(W);
       double stats_s = 0;

@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../config.hpp"
 #include "../status.hpp"
+#include "../tasks.hpp"
 
 namespace loaq {
 
@@ -106,6 +109,11 @@ class CalibrationAccumulator {
   void set_float_products(bool on) { float_products_ = on; }
   bool float_products() const { return float_products_ && !std::is_same<Acc, float>::value; }
 
+  // Who runs a batch's products: panels of Ĥ's rows and blocks of C's and G's rows, each one
+  // serial kernel (tasks.hpp). The results are the same bits for every runner.
+  void set_task_runner(TaskRunner runner) { runner_ = std::move(runner); }
+  const TaskRunner& task_runner() const { return runner_; }
+
   Index features() const { return hessian_.rows(); }
   Index sequences() const { return sequences_; }
   Index tokens() const { return tokens_; }
@@ -177,77 +185,107 @@ class CalibrationAccumulator {
     if (X && !has_cross()) cross_ = Mat::Zero(n, n);
     if (R && !has_residual_cross()) residual_cross_ = Mat::Zero(R->rows(), n);
 
-    // Running rescale exactly as GPTQ: S·n/(n+b), then + 2/(n+b)·Σ.
+    // Running rescale exactly as GPTQ: S·n/(n+b), then + 2/(n+b)·Σ. Each task below rescales
+    // the rows it adds to, then adds its product.
     const Acc keep = Acc(sequences_) / Acc(sequences_ + sequences);
     sequences_ += sequences;
     tokens_ += T;
     const Acc step = Acc(2) / Acc(sequences_);
-    if (keep != Acc(1)) {
-      hessian_ *= keep;
-      if (has_cross()) cross_ *= keep;
-      if (has_residual_cross()) residual_cross_ *= keep;
-    }
 
     Mat weighted;
     if (a) weighted = xh * a->asDiagonal();
     const Mat& xa = a ? weighted : xh;  // a ⊙ x̂
     symmetric_ = false;
-    Matrix<float> xa_f;  // a ⊙ x̂ in float, with float products
-    if (float_products()) {
-      xa_f = xa.template cast<float>();
-      syrk_lower(xa_f, step);
-    } else {
-      syrk_lower(xa, step);
+    // With float products every product's operands in float.
+    const bool fp = float_products();
+    const Matrix<float> xa_f = fp ? Matrix<float>(xa.template cast<float>()) : Matrix<float>();
+    Mat dx, dr;  // b ⊙ x − a ⊙ x̂ and b ⊙ r − a ⊙ r̂
+    if (X) dx = a ? Mat(*X * b->asDiagonal() - xa) : Mat(*X - xh);
+    if (R) dr = a ? Mat(*R * b->asDiagonal() - *Rhat * a->asDiagonal()) : Mat(*R - *Rhat);
+    const Matrix<float> dx_f = fp && X ? Matrix<float>(dx.template cast<float>()) : Matrix<float>();
+    const Matrix<float> dr_f = fp && R ? Matrix<float>(dr.template cast<float>()) : Matrix<float>();
+
+    std::vector<Task> tasks;
+    if (fp)
+      add_syrk_tasks(tasks, xa_f, keep, step);
+    else
+      add_syrk_tasks(tasks, xa, keep, step);
+    if (X) {
+      if (fp)
+        add_cross_tasks(tasks, cross_, dx_f, xa_f, keep, step);
+      else
+        add_cross_tasks(tasks, cross_, dx, xa, keep, step);
     }
-    if (X) add_cross(cross_, step, a ? Mat(*X * b->asDiagonal() - xa) : Mat(*X - xh), xa, xa_f);
-    if (R)
-      add_cross(residual_cross_, step,
-                a ? Mat(*R * b->asDiagonal() - *Rhat * a->asDiagonal()) : Mat(*R - *Rhat), xa, xa_f);
+    if (R) {
+      if (fp)
+        add_cross_tasks(tasks, residual_cross_, dr_f, xa_f, keep, step);
+      else
+        add_cross_tasks(tasks, residual_cross_, dr, xa, keep, step);
+    }
+    std::stable_sort(tasks.begin(), tasks.end(),
+                     [](const Task& l, const Task& r) { return l.flops > r.flops; });
+    internal::run_tasks(runner_, Index(tasks.size()), [&](Index i) { tasks[std::size_t(i)].run(); });
     return Report::success();
   }
 
-  // S += step·D·(a ⊙ x̂)ᵀ: C or G. With float products the product runs in float (xa_f).
-  void add_cross(Mat& S, Acc step, const Mat& D, const Mat& xa, const Matrix<float>& xa_f) const {
-    if (!float_products()) {
-      S.noalias() += step * D * xa.transpose();
-      return;
+  // One piece of a batch's work: rescale some rows of one statistic and add their products.
+  struct Task {
+    double flops;
+    std::function<void()> run;
+  };
+
+  // Lower triangle of Ĥ ← keep·Ĥ + step·X·Xᵀ (SYRK) in fixed panels of rows: the diagonal block
+  // by a triangular rank update, the rest of the panel's rows by one GEMM. X in float (float
+  // products): each panel's products in float, added to Ĥ in Acc. Only the lower triangle is
+  // rescaled: hessian() rebuilds the upper one from it.
+  template <class S>
+  void add_syrk_tasks(std::vector<Task>& tasks, const Matrix<S>& X, Acc keep, Acc step) {
+    const Index n = X.rows(), P = 256;
+    for (Index r0 = 0; r0 < n; r0 += P) {
+      const Index rows = std::min(P, n - r0);
+      tasks.push_back({double(rows) * double(r0 + rows) * double(X.cols()), [this, &X, keep, step, r0, rows] {
+        if (keep != Acc(1)) hessian_.block(r0, 0, rows, r0 + rows) *= keep;
+        if constexpr (std::is_same<S, Acc>::value) {
+          if (r0 > 0)
+            hessian_.block(r0, 0, rows, r0).noalias() +=
+                step * X.middleRows(r0, rows) * X.topRows(r0).transpose();
+          hessian_.block(r0, r0, rows, rows).template selfadjointView<Eigen::Lower>().rankUpdate(
+              X.middleRows(r0, rows), step);
+        } else {
+          Matrix<S> off;
+          if (r0 > 0) {
+            off.noalias() = X.middleRows(r0, rows) * X.topRows(r0).transpose();
+            hessian_.block(r0, 0, rows, r0) += step * off.template cast<Acc>();
+          }
+          Matrix<S> diag = Matrix<S>::Zero(rows, rows);
+          diag.template selfadjointView<Eigen::Lower>().rankUpdate(X.middleRows(r0, rows));
+          hessian_.block(r0, r0, rows, rows).template triangularView<Eigen::Lower>() +=
+              step * diag.template cast<Acc>();
+        }
+      }});
     }
-    const Matrix<float> d_f = D.template cast<float>();
-    Matrix<float> p;
-    p.noalias() = d_f * xa_f.transpose();
-    S += step * p.template cast<Acc>();
   }
 
-  // Lower triangle of Ĥ += step·X·Xᵀ (SYRK) in fixed panels of rows: the diagonal block by a
-  // triangular rank update, the rest of the panel's rows by one GEMM. Panels depend only on n,
-  // so the sums are the same for any thread count; the threads share the panels. X in float
-  // (set_float_products): each panel's products in float, added to Ĥ in Acc.
+  // C or G ← keep·S + step·D·(a ⊙ x̂)ᵀ in blocks of rows. D, xa in float (float products): the
+  // product in float, added in Acc.
   template <class S>
-  void syrk_lower(const Matrix<S>& X, Acc step) {
-    const Index n = X.rows(), P = 256, panels = (n + P - 1) / P;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1)
-#endif
-    for (Index q = 0; q < panels; ++q) {
-      const Index p = panels - 1 - q;  // longest panels first
-      const Index r0 = p * P, rows = std::min(P, n - r0);
-      if constexpr (std::is_same<S, Acc>::value) {
-        if (r0 > 0)
-          hessian_.block(r0, 0, rows, r0).noalias() +=
-              step * X.middleRows(r0, rows) * X.topRows(r0).transpose();
-        hessian_.block(r0, r0, rows, rows).template selfadjointView<Eigen::Lower>().rankUpdate(
-            X.middleRows(r0, rows), step);
-      } else {
-        Matrix<S> off;
-        if (r0 > 0) {
-          off.noalias() = X.middleRows(r0, rows) * X.topRows(r0).transpose();
-          hessian_.block(r0, 0, rows, r0) += step * off.template cast<Acc>();
+  void add_cross_tasks(std::vector<Task>& tasks, Mat& out, const Matrix<S>& D, const Matrix<S>& xa,
+                       Acc keep, Acc step) const {
+    const Index P = internal::kTaskRows;
+    for (Index r0 = 0; r0 < D.rows(); r0 += P) {
+      const Index rows = std::min(P, D.rows() - r0);
+      tasks.push_back({2.0 * double(rows) * double(xa.rows()) * double(D.cols()),
+                       [&out, &D, &xa, keep, step, r0, rows] {
+        auto block = out.middleRows(r0, rows);
+        if (keep != Acc(1)) block *= keep;
+        if constexpr (std::is_same<S, Acc>::value) {
+          block.noalias() += step * D.middleRows(r0, rows) * xa.transpose();
+        } else {
+          Matrix<S> p;
+          p.noalias() = D.middleRows(r0, rows) * xa.transpose();
+          block += step * p.template cast<Acc>();
         }
-        Matrix<S> diag = Matrix<S>::Zero(rows, rows);
-        diag.template selfadjointView<Eigen::Lower>().rankUpdate(X.middleRows(r0, rows));
-        hessian_.block(r0, r0, rows, rows).template triangularView<Eigen::Lower>() +=
-            step * diag.template cast<Acc>();
-      }
+      }});
     }
   }
 
@@ -257,6 +295,7 @@ class CalibrationAccumulator {
   Index residual_rows_ = 0;
   Index sequences_ = 0, tokens_ = 0;
   bool float_products_ = false;
+  TaskRunner runner_;
 };
 
 }  // namespace loaq

@@ -6,7 +6,9 @@
 // needs, accumulates them in streaming batches, and yields the Hessian and target of one linear.
 #pragma once
 
+#include <algorithm>
 #include <string>
+#include <utility>
 
 #include "../solve/targets.hpp"
 #include "../stats/accumulator.hpp"
@@ -62,6 +64,8 @@ class ObjectiveStats<LinearOutput> {
   }
   // The batches' products in float (CalibrationAccumulator::set_float_products).
   void set_float_products(bool on) { acc_.set_float_products(on); }
+  // Who runs the batches' products (CalibrationAccumulator::set_task_runner).
+  void set_task_runner(TaskRunner runner) { acc_.set_task_runner(std::move(runner)); }
   const CalibrationAccumulator<double>& stats() const { return acc_; }
   TargetWeights weights() const { return {obj_.alpha, 0.0}; }
 
@@ -82,6 +86,8 @@ class ObjectiveStats<ResidualOutput> {
   }
   // The batches' products in float (CalibrationAccumulator::set_float_products).
   void set_float_products(bool on) { acc_.set_float_products(on); }
+  // Who runs the batches' products (CalibrationAccumulator::set_task_runner).
+  void set_task_runner(TaskRunner runner) { acc_.set_task_runner(std::move(runner)); }
   const CalibrationAccumulator<double>& stats() const { return acc_; }
   TargetWeights weights() const { return {obj_.alpha, obj_.beta}; }
 
@@ -113,19 +119,19 @@ class ObjectiveStats<NormalizedOutput> {
     const Matrix<double> r = R.template cast<double>(), rh = Rhat.template cast<double>();
     if (!x.allFinite() || !xh.allFinite() || !r.allFinite() || !rh.allFinite())
       return Report::fail(Status::NonFiniteInput, "calibration batch holds NaN or Inf");
-    Vector<double> s, sh;
+    Matrix<double> y, yh;  // r + W·x and r̂ + W·x̂
     if (acc_.float_products()) {
-      const Matrix<double> y = float_output(X), yh = float_output(Xhat);
-      if (!y.allFinite() || !yh.allFinite())
+      const Matrix<double> wx = outputs(X), wxh = outputs(Xhat);
+      if (!wx.allFinite() || !wxh.allFinite())
         return Report::fail(Status::OutOfRange,
                             "W·x overflows float; rescale the weight or the inputs, or turn float "
                             "products off");
-      s = inverse_rms(r + y, obj_.eps);
-      sh = inverse_rms(rh + yh, obj_.eps);
+      y = r + wx;
+      yh = rh + wxh;
     } else {
-      s = inverse_rms(r + W_ * x, obj_.eps);
-      sh = inverse_rms(rh + W_ * xh, obj_.eps);
+      add_outputs(y, r, x, yh, rh, xh);
     }
+    const Vector<double> s = inverse_rms(y, obj_.eps), sh = inverse_rms(yh, obj_.eps);
     if (!s.allFinite() || !sh.allFinite())
       return Report::fail(Status::NonFiniteInput,
                           "a token's output is all zero with ε = 0; set the RMSNorm ε");
@@ -139,16 +145,36 @@ class ObjectiveStats<NormalizedOutput> {
     acc_.set_float_products(on);
     W_float_ = on ? Matrix<float>(W_.cast<float>()) : Matrix<float>();
   }
+  // Who runs the batches' products, W·x included (CalibrationAccumulator::set_task_runner).
+  void set_task_runner(TaskRunner runner) { acc_.set_task_runner(std::move(runner)); }
   const CalibrationAccumulator<double>& stats() const { return acc_; }
   TargetWeights weights() const { return {obj_.alpha, obj_.beta}; }
 
  private:
-  // W·x of a batch with float products, from the caller's values.
+  // W·x of a batch with float products, from the caller's values; blocks of W's rows as tasks.
   template <class D>
-  Matrix<double> float_output(const Eigen::MatrixBase<D>& X) const {
-    Matrix<float> y;
-    y.noalias() = W_float_ * X.template cast<float>();
+  Matrix<double> outputs(const Eigen::MatrixBase<D>& X) const {
+    const Matrix<float> x = X.template cast<float>();
+    Matrix<float> y(W_float_.rows(), x.cols());
+    const Index P = internal::kTaskRows, blocks = (y.rows() + P - 1) / P;
+    internal::run_tasks(acc_.task_runner(), blocks, [&](Index i) {
+      const Index r0 = i * P, rows = std::min(P, y.rows() - r0);
+      y.middleRows(r0, rows).noalias() = W_float_.middleRows(r0, rows) * x;
+    });
     return y.cast<double>();
+  }
+  // y = r + W·x and yh = r̂ + W·x̂ in double, blocks of W's rows as tasks (each summed as the
+  // unsplit r + W·x: the rows of r first, the product added to them).
+  void add_outputs(Matrix<double>& y, const Matrix<double>& r, const Matrix<double>& x,
+                   Matrix<double>& yh, const Matrix<double>& rh, const Matrix<double>& xh) const {
+    y = r;
+    yh = rh;
+    const Index P = internal::kTaskRows, blocks = (y.rows() + P - 1) / P;
+    internal::run_tasks(acc_.task_runner(), 2 * blocks, [&](Index i) {
+      const bool hat = i % 2 == 1;
+      const Index r0 = (i / 2) * P, rows = std::min(P, y.rows() - r0);
+      (hat ? yh : y).middleRows(r0, rows).noalias() += W_.middleRows(r0, rows) * (hat ? xh : x);
+    });
   }
 
   NormalizedOutput obj_;

@@ -10,9 +10,13 @@
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "../../tasks.hpp"
 
 namespace loaq {
 namespace llm {
@@ -95,6 +99,97 @@ template <class F>
 void parallel_for(std::size_t n, int threads, F&& f) {
   ordered_pipeline(n, threads, f, [](std::size_t) {});
 }
+
+// Threads kept for short batches of small tasks (one window's statistics: a few dozen products of
+// milliseconds each, thousands of batches per model), where starting threads per batch would
+// cost more than the work. The calling thread takes part; idle workers sleep (no spinning).
+class TaskPool {
+ public:
+  explicit TaskPool(int threads) {
+    for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { serve(); });
+  }
+  TaskPool(const TaskPool&) = delete;
+  TaskPool& operator=(const TaskPool&) = delete;
+  ~TaskPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  // Runs task(i) for every i in [0, n), taken in index order by whichever thread is free, and
+  // returns when all have finished. A task that throws does not stop the others; the first
+  // exception is rethrown here.
+  void run(std::size_t n, const std::function<void(std::size_t)>& task) {
+    if (n == 0) return;
+    // A batch of its own: a worker that wakes late finds this one's counter exhausted and
+    // never takes a task of a later batch twice.
+    auto batch = std::make_shared<Batch>(n, task);
+    if (!workers_.empty() && n > 1) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        current_ = batch;
+      }
+      wake_.notify_all();
+    }
+    work(*batch);
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return batch->finished == n; });
+    current_.reset();
+    if (batch->error) std::rethrow_exception(batch->error);
+  }
+  // This pool as a loaq::TaskRunner (the statistics' products).
+  TaskRunner runner() {
+    return [this](Index n, const std::function<void(Index)>& f) {
+      run(std::size_t(n), [&](std::size_t i) { f(Index(i)); });
+    };
+  }
+
+ private:
+  struct Batch {
+    Batch(std::size_t count, const std::function<void(std::size_t)>& f) : n(count), task(f) {}
+    const std::size_t n;
+    const std::function<void(std::size_t)>& task;
+    std::atomic<std::size_t> next{0};
+    std::size_t finished = 0;  // guarded by the pool's mutex
+    std::exception_ptr error;  // guarded by the pool's mutex
+  };
+
+  void work(Batch& b) {
+    for (std::size_t i; (i = b.next++) < b.n;) {
+      std::exception_ptr e;
+      try {
+        b.task(i);
+      } catch (...) {
+        e = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      if (e && !b.error) b.error = e;
+      if (++b.finished == b.n) done_.notify_all();
+    }
+  }
+  void serve() {
+    std::shared_ptr<Batch> seen;
+    for (;;) {
+      std::shared_ptr<Batch> b;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        wake_.wait(lock, [&] { return stop_ || (current_ && current_ != seen); });
+        if (stop_) return;
+        b = seen = current_;
+      }
+      work(*b);
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  std::shared_ptr<Batch> current_;
+  bool stop_ = false;
+};
 
 }  // namespace detail
 }  // namespace llm
