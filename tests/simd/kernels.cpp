@@ -3,6 +3,8 @@
 // only their spread over threads varies).
 #include <doctest/doctest.h>
 
+#include <vector>
+
 #include <loaq/simd/quantize.hpp>
 
 #ifdef _OPENMP
@@ -153,21 +155,33 @@ TEST_CASE_TEMPLATE("The inverse factor is bit-identical for any thread count", S
   CHECK(f.residual(H) < (std::is_same<Scalar, float>::value ? 1e-3 : 1e-10));
 }
 
-TEST_CASE("The Hessian accumulation is bit-identical for any thread count") {
+TEST_CASE("The statistics (Ĥ, C, G, normalized W·x) are bit-identical for any thread count") {
   std::mt19937 rng(9);
-  const Index n = 700, T = 300;  // three SYRK panels
+  const Index n = 700, m = 450, T = 300;  // three SYRK panels, four row blocks of C, three of G
   const Eigen::MatrixXd X = loaq_test::random_inputs(n, T, rng);
+  const Eigen::MatrixXd Xh = X + 0.1 * loaq_test::random_matrix<double>(n, T, rng);
+  const Eigen::MatrixXd R = loaq_test::random_matrix<double>(m, T, rng);
+  const Eigen::MatrixXd Rh = R + 0.1 * loaq_test::random_matrix<double>(m, T, rng);
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(m, n, rng) / 30.0;
   auto accumulate = [&] {
-    loaq::CalibrationAccumulator<double> acc(n);
-    REQUIRE(acc.add_batch(X).ok());
-    REQUIRE(acc.add_batch(X.leftCols(100)).ok());
-    return Eigen::MatrixXd(acc.hessian());
+    loaq::CalibrationAccumulator<double> acc(n, m);
+    REQUIRE(acc.add_batch(Xh, X, Rh, R).ok());
+    REQUIRE(acc.add_batch(Xh.leftCols(100), X.leftCols(100), Rh.leftCols(100), R.leftCols(100)).ok());
+    loaq::ObjectiveStats<loaq::NormalizedOutput> normalized(W, {0.5, 0.5, 1e-5, true});
+    REQUIRE(normalized.add(Xh, X, Rh, R).ok());
+    return std::vector<Eigen::MatrixXd>{acc.hessian(), acc.cross(), acc.residual_cross(),
+                                        normalized.stats().hessian(), normalized.stats().cross(),
+                                        normalized.stats().residual_cross()};
   };
-  const Eigen::MatrixXd one = with_threads(1, accumulate), two = with_threads(2, accumulate);
-  CHECK(one == two);
-  CHECK((one - 2.0 / 2.0 * (X * X.transpose() + X.leftCols(100) * X.leftCols(100).transpose()))
+  const auto one = with_threads(1, accumulate);
+  for (int threads : {2, 3}) {
+    CAPTURE(threads);
+    const auto many = with_threads(threads, accumulate);
+    for (std::size_t i = 0; i < one.size(); ++i) CHECK(one[i] == many[i]);
+  }
+  CHECK((one[0] - 2.0 / 2.0 * (Xh * Xh.transpose() + Xh.leftCols(100) * Xh.leftCols(100).transpose()))
             .cwiseAbs()
-            .maxCoeff() < 1e-9 * one.cwiseAbs().maxCoeff());
+            .maxCoeff() < 1e-9 * one[0].cwiseAbs().maxCoeff());
 }
 #endif
 
