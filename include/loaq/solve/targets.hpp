@@ -76,7 +76,7 @@ Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>&
     return Report::fail(Status::ShapeMismatch,
                         "residual cross term G must be m × n (" + std::to_string(m) + " × " +
                             std::to_string(n) + ")");
-  if ((C && !C->allFinite()) || (G && !G->allFinite()))
+  if ((C && !internal::all_finite(*C)) || (G && !internal::all_finite(*G)))
     return Report::fail(Status::NonFiniteInput, "cross statistics hold NaN or Inf");
   if (!std::isfinite(weights.alpha) || !std::isfinite(weights.beta))
     return Report::fail(Status::InvalidArgument, "alpha and beta must be finite");

@@ -54,8 +54,8 @@ Report check_calibration_batch(Index n, Index residual_rows, Index tokens, bool 
                         "cannot start the residual cross term mid-stream");
 
   if (T == 0) return Report::success();
-  if (!xh.allFinite() || (X && !X->allFinite()) || (R && (!R->allFinite() || !Rhat->allFinite())) ||
-      (a && (!a->allFinite() || !b->allFinite())))
+  if (!all_finite(xh) || (X && !all_finite(*X)) || (R && (!all_finite(*R) || !all_finite(*Rhat))) ||
+      (a && (!all_finite(*a) || !all_finite(*b))))
     return Report::fail(Status::NonFiniteInput,
                         "calibration batch holds NaN or Inf; check the captured activations");
 

@@ -117,12 +117,13 @@ class ObjectiveStats<NormalizedOutput> {
     if (!(obj_.eps >= 0)) return Report::fail(Status::InvalidArgument, "RMSNorm ε must be ≥ 0");
     const Matrix<double> x = X.template cast<double>(), xh = Xhat.template cast<double>();
     const Matrix<double> r = R.template cast<double>(), rh = Rhat.template cast<double>();
-    if (!x.allFinite() || !xh.allFinite() || !r.allFinite() || !rh.allFinite())
+    using internal::all_finite;
+    if (!all_finite(x) || !all_finite(xh) || !all_finite(r) || !all_finite(rh))
       return Report::fail(Status::NonFiniteInput, "calibration batch holds NaN or Inf");
     Matrix<double> y, yh;  // r + W·x and r̂ + W·x̂
     if (acc_.float_products()) {
       const Matrix<double> wx = outputs(X), wxh = outputs(Xhat);
-      if (!wx.allFinite() || !wxh.allFinite())
+      if (!all_finite(wx) || !all_finite(wxh))
         return Report::fail(Status::OutOfRange,
                             "W·x overflows float; rescale the weight or the inputs, or turn float "
                             "products off");
@@ -132,7 +133,7 @@ class ObjectiveStats<NormalizedOutput> {
       add_outputs(y, r, x, yh, rh, xh);
     }
     const Vector<double> s = inverse_rms(y, obj_.eps), sh = inverse_rms(yh, obj_.eps);
-    if (!s.allFinite() || !sh.allFinite())
+    if (!all_finite(s) || !all_finite(sh))
       return Report::fail(Status::NonFiniteInput,
                           "a token's output is all zero with ε = 0; set the RMSNorm ε");
     if (obj_.weighted) return acc_.add_weighted_batch(xh, x, &rh, &r, sh, s, sequences);
