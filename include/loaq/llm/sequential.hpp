@@ -66,7 +66,8 @@ struct Progress {
 };
 
 // Where the pipeline's wall-clock time went (seconds). With several threads the statistics of one
-// window overlap the forward passes of the next ones; that overlap counts as statistics.
+// window overlap the forward passes of the next ones; that overlap counts as statistics. The FP
+// forward passes of the next layer run beside the solves and count as solve.
 struct SequentialTimes {
   double forward_s = 0;  // both streams' forward passes
   double stats_s = 0;    // Method::add
@@ -181,20 +182,47 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
   };
 
+  // The FP layer on the FP stream: every linear's input and both residual streams, per window.
+  struct FpLayer {
+    std::vector<AttnCapture> fa;
+    std::vector<MlpCapture> fm;
+    std::vector<Eigen::MatrixXf> mid, next;
+  };
+  auto fp_layer = [W] {
+    return FpLayer{std::vector<AttnCapture>(W), std::vector<MlpCapture>(W),
+                   std::vector<Eigen::MatrixXf>(W), std::vector<Eigen::MatrixXf>(W)};
+  };
+  // Window w of FP layer l, from the stream h that enters it.
+  auto fp_window = [&](FpLayer& f, int l, const std::vector<Eigen::MatrixXf>& h, std::size_t w) {
+    const DecoderLayer& L = fp.layers[std::size_t(l)];
+    f.mid[w] = attention_block(cfg, L, h[w], &f.fa[w]);
+    f.next[w] = mlp_block(cfg, L, f.mid[w], &f.fm[w]);
+  };
+  FpLayer cur = fp_layer();
+  {
+    detail::Stopwatch sw(&tm.forward_s);
+    detail::parallel_for(W, threads, [&](std::size_t w) { fp_window(cur, 0, h_fp, w); });
+  }
+
   for (int l = 0; l < layers; ++l) {
     const DecoderLayer& Lf = fp.layers[std::size_t(l)];
     DecoderLayer& Lq = q.layers[std::size_t(l)];
-    // FP layer on the FP stream: every linear's input and both residual streams.
-    std::vector<AttnCapture> fa(W);
-    std::vector<MlpCapture> fm(W);
-    std::vector<Eigen::MatrixXf> mid_fp(W), next_fp(W), mid_q(W);
-    {
-      detail::Stopwatch sw(&tm.forward_s);
-      detail::parallel_for(W, threads, [&](std::size_t w) {
-        mid_fp[w] = attention_block(cfg, Lf, h_fp[w], &fa[w]);
-        next_fp[w] = mlp_block(cfg, Lf, mid_fp[w], &fm[w]);
-      });
-    }
+    std::vector<AttnCapture>& fa = cur.fa;
+    std::vector<MlpCapture>& fm = cur.fm;
+    std::vector<Eigen::MatrixXf>& mid_fp = cur.mid;
+    std::vector<Eigen::MatrixXf> mid_q(W);
+    // The next FP layer needs only this one's FP output, so its windows fill the threads while
+    // this layer's linears are solved: a quarter of them beside each group's solves.
+    const bool more = l + 1 < layers;
+    FpLayer nxt = more ? fp_layer() : FpLayer{};
+    int group = 0;
+    auto next_fp_windows = [&] {
+      std::vector<std::size_t> ws;
+      if (more)
+        for (std::size_t w = W * std::size_t(group) / 4; w < W * std::size_t(group + 1) / 4; ++w) ws.push_back(w);
+      ++group;
+      return ws;
+    };
 
     // One group: `input(w)` runs window w's quantized stream as far as the group and returns the
     // linears' input x̂ (any thread); `add(st, w, x̂)` adds the window (calling thread, in order).
@@ -227,7 +255,9 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
       tm.forward_s += seconds_since(t_loop) - stats_s;
       detail::Stopwatch sw(&tm.solve_s);
       const std::vector<Linear> ks(linears);
-      detail::parallel_for(ks.size(), threads, [&](std::size_t i) {
+      const std::vector<std::size_t> ahead = next_fp_windows();
+      detail::parallel_for(ks.size() + ahead.size(), threads, [&](std::size_t i) {
+        if (i >= ks.size()) return fp_window(nxt, l + 1, cur.next, ahead[i - ks.size()]);
         Eigen::MatrixXf& Wq = Lq.weight(ks[i]);
         QuantizedWeight<float> out;
         detail::check(method.solve(st, static_cast<const Eigen::MatrixXf&>(Wq), grid, options.solver, out),
@@ -290,6 +320,7 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
           add_output(st, xh, fm[w].x_down, mid_q[w], mid_fp[w], Lq.bias_of(Linear::down),
                      Lf.bias_of(Linear::down));
           fm[w].x_down = Eigen::MatrixXf();
+          mid_fp[w] = Eigen::MatrixXf();
         },
         {Linear::down}, &x_down);
 
@@ -298,7 +329,8 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
       h_q[w] = residual_add(mid_q[w], Lq.down, Lq.bias_of(Linear::down), x_down[w]);
       x_down[w] = Eigen::MatrixXf();
     });
-    h_fp = std::move(next_fp);
+    h_fp = std::move(cur.next);
+    cur = std::move(nxt);
   }
   return q;
 }
