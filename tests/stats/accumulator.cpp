@@ -244,3 +244,23 @@ TEST_CASE("row-block tasks sum every entry as the unsplit product (SmolLM2's dow
   const Eigen::MatrixXd Cf = Eigen::MatrixXd::Zero(n, n) + 2.0 * p.cast<double>();
   CHECK(fast.cross() == Cf);
 }
+
+TEST_CASE("hessian(): threads asking at once all get the whole symmetric matrix; copies keep it") {
+  std::mt19937 rng(59);
+  const Index n = 700, T = 200;
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, T, rng);
+  for (int round = 0; round < 20; ++round) {
+    loaq::CalibrationAccumulator<double> acc(n);
+    REQUIRE(acc.add_batch(X).ok());
+    const loaq::CalibrationAccumulator<double> copy = acc;  // taken before any mirroring
+    const Eigen::MatrixXd expected = copy.hessian();
+    REQUIRE(expected == Eigen::MatrixXd(expected.transpose()));
+    std::vector<Eigen::MatrixXd> seen(4);
+    std::vector<std::thread> pool;
+    for (std::size_t t = 0; t < seen.size(); ++t) pool.emplace_back([&, t] { seen[t] = acc.hessian(); });
+    for (auto& th : pool) th.join();
+    for (const auto& H : seen) REQUIRE(H == expected);
+    const loaq::CalibrationAccumulator<double> after = acc;  // copies the mirrored matrix
+    CHECK(after.hessian() == expected);
+  }
+}

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -18,6 +20,22 @@
 namespace loaq {
 
 namespace internal {
+
+// A flag that threads may read while one of them sets it, and that copies with its value.
+class SharedFlag {
+ public:
+  explicit SharedFlag(bool value) : value_(value) {}
+  SharedFlag(const SharedFlag& other) : value_(other.get()) {}
+  SharedFlag& operator=(const SharedFlag& other) {
+    set(other.get());
+    return *this;
+  }
+  bool get() const { return value_.load(std::memory_order_acquire); }
+  void set(bool value) { value_.store(value, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> value_;
+};
 
 // Everything a calibration batch must satisfy before any statistic changes (shared with the CUDA
 // accumulator): shapes, token weights, sequences, no cross term started mid-stream, finite
@@ -151,11 +169,16 @@ class CalibrationAccumulator {
     return add(Xhat, &X, Rhat, R, &a, &b, sequences);
   }
 
-  // Ĥ (full symmetric matrix).
+  // Ĥ (full symmetric matrix). The first call after a batch mirrors the lower triangle; threads
+  // may call it at once (the model module solves q, k and v in parallel on one accumulator).
   const Mat& hessian() const {
-    if (!symmetric_) {
-      hessian_.template triangularView<Eigen::StrictlyUpper>() = hessian_.transpose();
-      symmetric_ = true;
+    if (!symmetric_.get()) {
+      static std::mutex mirroring;  // taken once per accumulator after its batches
+      std::lock_guard<std::mutex> lock(mirroring);
+      if (!symmetric_.get()) {
+        hessian_.template triangularView<Eigen::StrictlyUpper>() = hessian_.transpose();
+        symmetric_.set(true);
+      }
     }
     return hessian_;
   }
@@ -195,7 +218,7 @@ class CalibrationAccumulator {
     Mat weighted;
     if (a) weighted = xh * a->asDiagonal();
     const Mat& xa = a ? weighted : xh;  // a ⊙ x̂
-    symmetric_ = false;
+    symmetric_.set(false);
     // With float products every product's operands in float.
     const bool fp = float_products();
     const Matrix<float> xa_f = fp ? Matrix<float>(xa.template cast<float>()) : Matrix<float>();
@@ -290,7 +313,7 @@ class CalibrationAccumulator {
   }
 
   mutable Mat hessian_;
-  mutable bool symmetric_ = true;
+  mutable internal::SharedFlag symmetric_{true};
   Mat cross_, residual_cross_;
   Index residual_rows_ = 0;
   Index sequences_ = 0, tokens_ = 0;
