@@ -219,35 +219,26 @@ class CalibrationAccumulator {
     if (a) weighted = xh * a->asDiagonal();
     const Mat& xa = a ? weighted : xh;  // a ⊙ x̂
     symmetric_.set(false);
-    // With float products every product's operands in float.
-    const bool fp = float_products();
-    const Matrix<float> xa_f = fp ? Matrix<float>(xa.template cast<float>()) : Matrix<float>();
     Mat dx, dr;  // b ⊙ x − a ⊙ x̂ and b ⊙ r − a ⊙ r̂
     if (X) dx = a ? Mat(*X * b->asDiagonal() - xa) : Mat(*X - xh);
     if (R) dr = a ? Mat(*R * b->asDiagonal() - *Rhat * a->asDiagonal()) : Mat(*R - *Rhat);
-    const Matrix<float> dx_f = fp && X ? Matrix<float>(dx.template cast<float>()) : Matrix<float>();
-    const Matrix<float> dr_f = fp && R ? Matrix<float>(dr.template cast<float>()) : Matrix<float>();
 
-    std::vector<Task> tasks;
-    if (fp)
-      add_syrk_tasks(tasks, xa_f, keep, step);
+    // The products' operands in Acc, or all in float with float products (the tasks keep
+    // references to them until they have run).
+    auto run = [&](const auto& xa_s, const auto& dx_s, const auto& dr_s) {
+      std::vector<Task> tasks;
+      add_syrk_tasks(tasks, xa_s, keep, step);
+      if (X) add_cross_tasks(tasks, cross_, dx_s, xa_s, keep, step);
+      if (R) add_cross_tasks(tasks, residual_cross_, dr_s, xa_s, keep, step);
+      std::stable_sort(tasks.begin(), tasks.end(),
+                       [](const Task& l, const Task& r) { return l.flops > r.flops; });
+      internal::run_tasks(runner_, Index(tasks.size()), [&](Index i) { tasks[std::size_t(i)].run(); });
+    };
+    if (float_products())
+      run(Matrix<float>(xa.template cast<float>()), Matrix<float>(dx.template cast<float>()),
+          Matrix<float>(dr.template cast<float>()));
     else
-      add_syrk_tasks(tasks, xa, keep, step);
-    if (X) {
-      if (fp)
-        add_cross_tasks(tasks, cross_, dx_f, xa_f, keep, step);
-      else
-        add_cross_tasks(tasks, cross_, dx, xa, keep, step);
-    }
-    if (R) {
-      if (fp)
-        add_cross_tasks(tasks, residual_cross_, dr_f, xa_f, keep, step);
-      else
-        add_cross_tasks(tasks, residual_cross_, dr, xa, keep, step);
-    }
-    std::stable_sort(tasks.begin(), tasks.end(),
-                     [](const Task& l, const Task& r) { return l.flops > r.flops; });
-    internal::run_tasks(runner_, Index(tasks.size()), [&](Index i) { tasks[std::size_t(i)].run(); });
+      run(xa, dx, dr);
     return Report::success();
   }
 
