@@ -3,8 +3,9 @@
 # blocking (loaq::pin_eigen_blocking), so its results do not depend on the caches of the CPU it
 # runs on; --blocking-l1 changes only the rounding order of long sums: the default equals an
 # explicit --blocking-l1 32, another L1 size moves GPTQ's perplexity (rounding reaches the
-# result) but not FP's beyond its printed digits. --stats-products float computes the
-# statistics' products in float: it changes GPTQ's result and says so. Bad values are refused.
+# result) but not FP's beyond its printed digits. The statistics' products are in float by
+# default (summed in double over windows); --stats-products double changes GPTQ's result, and each
+# run says which it used. Bad values are refused.
 # Skips (exit 77) without the model.
 #
 #   rounding_test.sh LOAQ_PPL_TABLE
@@ -22,15 +23,18 @@ ppl() { grep "^| $2 | " "$1" | head -1 | awk -F'|' '{gsub(/ /, "", $4); print $4
 "$table" "${small[@]}" --blocking-l1 32 --table-out "$tmp/l32.md" >"$tmp/l32.log"
 "$table" "${small[@]}" --blocking-l1 48 --table-out "$tmp/l48.md" >"$tmp/l48.log"
 "$table" "${small[@]}" --stats-products float --table-out "$tmp/float.md" >"$tmp/float.log"
-for f in default l32 l48 float; do echo "$f: fp $(ppl "$tmp/$f.md" fp), gptq $(ppl "$tmp/$f.md" gptq)"; done
+"$table" "${small[@]}" --stats-products double --table-out "$tmp/double.md" >"$tmp/double.log"
+for f in default l32 l48 float double; do echo "$f: fp $(ppl "$tmp/$f.md" fp), gptq $(ppl "$tmp/$f.md" gptq)"; done
 [[ $(ppl "$tmp/default.md" gptq) == "$(ppl "$tmp/l32.md" gptq)" ]] || fail "the default is not --blocking-l1 32"
 [[ $(ppl "$tmp/default.md" gptq) != "$(ppl "$tmp/l48.md" gptq)" ]] || fail "--blocking-l1 48 changed nothing"
 [[ $(ppl "$tmp/default.md" fp) == "$(ppl "$tmp/l48.md" fp)" ]] || fail "FP moved beyond rounding"
 grep -q "^rounding: .*48 KiB" "$tmp/l48.log" || fail "a non-default blocking is not announced"
 ! grep -q "^rounding:" "$tmp/default.log" || fail "the default run announces a blocking"
-[[ $(ppl "$tmp/default.md" gptq) != "$(ppl "$tmp/float.md" gptq)" ]] || fail "--stats-products float changed nothing"
-grep -q "^statistics: .*float" "$tmp/float.log" || fail "float products are not announced"
-! grep -q "^statistics:" "$tmp/default.log" || fail "the default run announces float products"
+[[ $(ppl "$tmp/default.md" gptq) == "$(ppl "$tmp/float.md" gptq)" ]] || fail "the default is not --stats-products float"
+[[ $(ppl "$tmp/default.md" gptq) != "$(ppl "$tmp/double.md" gptq)" ]] || fail "--stats-products double changed nothing"
+[[ $(ppl "$tmp/default.md" fp) == "$(ppl "$tmp/double.md" fp)" ]] || fail "--stats-products moved FP"
+grep -q "^statistics: .*in float.*--stats-products float" "$tmp/default.log" || fail "the default run does not say float products"
+grep -q "^statistics: .*in double.*--stats-products double" "$tmp/double.log" || fail "double products are not announced"
 if "$table" "${small[@]}" --stats-products half >"$tmp/bad.log" 2>&1; then fail "--stats-products half accepted"; fi
 grep -q "stats-products is double or float" "$tmp/bad.log" || fail "--stats-products half: no message"
 

@@ -2,7 +2,8 @@
 # loaq-ppl-table --select-hparams on the real SmolLM2 (tiny budget): every candidate of a method
 # is scored on held-out calibration windows, exactly one is chosen and it has the lowest held-out
 # perplexity, the evaluation text plays no part in the choice (another evaluation text gives the
-# same selection table), the defaults are the selected values, and contradictory options are refused. Skips (exit 77) without the model.
+# same selection table), the defaults are the selected values, LoaQ's residual objective gets rows
+# of its own, and contradictory options are refused. Skips (exit 77) without the model.
 #
 #   select_hparams_test.sh LOAQ_PPL_TABLE SOURCE_DIR
 set -euo pipefail
@@ -35,18 +36,27 @@ for m in qep loaq; do
   grep -qF "| $m ($hp) | " "$tmp/a.md" || fail "$m: the main table does not name the chosen $hp"
 done
 
-echo "== defaults: the selected values (qep alpha 0.25), --paper-hparams the published ones (0.5)"
-"$table" "${small[@]}" --methods qep >"$tmp/d.log"
-"$table" "${small[@]}" --methods qep --alpha 0.25 >"$tmp/e.log"
-"$table" "${small[@]}" --methods qep --paper-hparams >"$tmp/p.log"
-grep -qx "qep: alpha 0.25 (selected defaults)" "$tmp/d.log" || fail "default qep does not say alpha 0.25"
-grep -qx "qep: alpha 0.5 (published defaults)" "$tmp/p.log" || fail "--paper-hparams qep does not say alpha 0.5"
-grep -q "^qep (alpha 0.25) " "$tmp/d.log" || fail "the default qep row does not name its alpha"
-grep -q "^qep (alpha 0.5) " "$tmp/p.log" || fail "the --paper-hparams qep row does not name its alpha"
-ppl() { grep -o "^qep .*ppl [0-9.]*" "$1" | sed 's/.*ppl //'; }
+echo "== defaults: the selected values (gptaq alpha 0.5), --paper-hparams the published ones (0.25)"
+"$table" "${small[@]}" --methods gptaq >"$tmp/d.log"
+"$table" "${small[@]}" --methods gptaq --alpha 0.5 >"$tmp/e.log"
+"$table" "${small[@]}" --methods gptaq --paper-hparams >"$tmp/p.log"
+grep -qx "gptaq: alpha 0.5 (selected defaults)" "$tmp/d.log" || fail "default gptaq does not say alpha 0.5"
+grep -qx "gptaq: alpha 0.25 (published defaults)" "$tmp/p.log" || fail "--paper-hparams gptaq does not say alpha 0.25"
+grep -q "^gptaq (alpha 0.5) " "$tmp/d.log" || fail "the default gptaq row does not name its alpha"
+grep -q "^gptaq (alpha 0.25) " "$tmp/p.log" || fail "the --paper-hparams gptaq row does not name its alpha"
+ppl() { grep -o "^gptaq .*ppl [0-9.]*" "$1" | sed 's/.*ppl //'; }
 [[ -n $(ppl "$tmp/d.log") && $(ppl "$tmp/d.log") == "$(ppl "$tmp/e.log")" ]] ||
-  fail "default qep ($(ppl "$tmp/d.log")) is not --alpha 0.25 ($(ppl "$tmp/e.log"))"
+  fail "default gptaq ($(ppl "$tmp/d.log")) is not --alpha 0.5 ($(ppl "$tmp/e.log"))"
 [[ $(ppl "$tmp/d.log") != "$(ppl "$tmp/p.log")" ]] || fail "--paper-hparams changed nothing"
+"$table" "${small[@]}" --methods qep,loaq --eval-windows 1 >"$tmp/q.log"
+grep -qx "qep: alpha 0.5 (selected defaults)" "$tmp/q.log" || fail "default qep does not say alpha 0.5"
+grep -qx "loaq: alpha 0.5, beta 0.25 (selected defaults)" "$tmp/q.log" || fail "default loaq is not alpha 0.5, beta 0.25"
+
+echo "== LoaQ's residual objective is a row of its own, not merged into loaq's"
+"$table" "${small[@]}" --methods loaq --loaq-objective residual --alpha 1 --beta 1 \
+  --table-out "$tmp/r.md" >"$tmp/r.log"
+grep -qF "| loaq-residual (alpha 1, beta 1) | " "$tmp/r.md" || fail "the residual row is not named loaq-residual"
+! grep -q "^| loaq (" "$tmp/r.md" || fail "the residual objective's row is named like the normalized one"
 
 echo "== refusals"
 for bad in "--select-hparams --alpha 0.5" "--select-hparams --beta 0.5" "--select-hparams --heldout-windows 0" \
