@@ -70,6 +70,28 @@ TEST_CASE("accumulator rejects mismatched and non-finite batches") {
   CHECK(acc.hessian().isZero(0));
 }
 
+TEST_CASE("a tracked cross term refuses a batch without its inputs, which would skip its rescaling") {
+  std::mt19937 rng(43);
+  const Index n = 6, m = 4, T = 12;
+  const Eigen::MatrixXd Xh = loaq_test::random_inputs(n, T, rng), X = loaq_test::random_inputs(n, T, rng);
+  const Eigen::MatrixXd Rh = loaq_test::random_matrix<double>(m, T, rng), R = loaq_test::random_matrix<double>(m, T, rng);
+  const Eigen::VectorXd a = Eigen::VectorXd::Ones(T);
+  loaq::CalibrationAccumulator<double> with_c(n), with_g(n, m);
+  REQUIRE(with_c.add_batch(Xh, X).ok());
+  REQUIRE(with_g.add_weighted_residual_batch(Xh, Rh, R, a, a).ok());
+  CHECK(!with_g.has_cross());
+  const Eigen::MatrixXd C = with_c.cross(), G = with_g.residual_cross();
+  CHECK(with_c.add_batch(Xh).status == loaq::Status::InvalidArgument);
+  CHECK(with_g.add_batch(Xh, X).status == loaq::Status::InvalidArgument);
+  CHECK(with_g.add_batch(Xh, X, Rh, R).status == loaq::Status::InvalidArgument);  // C mid-stream
+  CHECK(with_c.tokens() == T);
+  CHECK(with_g.tokens() == T);
+  CHECK(with_c.cross() == C);
+  CHECK(with_g.residual_cross() == G);
+  CHECK(with_g.add_weighted_residual_batch(Xh, Rh, R, a, a).ok());
+  CHECK(with_g.tokens() == 2 * T);
+}
+
 TEST_CASE("a batch of zero tokens is a no-op at every size, and no tokens at all is an error") {
   for (Index n : {8, 64, 128, 300}) {
     loaq::CalibrationAccumulator<double> acc(n, 5);

@@ -143,6 +143,55 @@ TEST_CASE("float products keep the normalized objective's statistics and what it
   CHECK(huge_exact.add(first(calib.Xh), first(calib.X), first(calib.Rh), first(calib.R)).ok());
 }
 
+TEST_CASE("target-only normalized statistics: α·W·C + β·G from one product, the same target") {
+  std::mt19937 rng(83);
+  const Index d = 48, n = 96;
+  const auto [W, calib, held] = drifted_subblock(d, n, 1024, rng);
+  const auto rel = [](const Eigen::MatrixXd& E, const Eigen::MatrixXd& F) { return (E - F).norm() / E.norm(); };
+  loaq::GptqOptions opt;
+  opt.group_size = 32;
+  loaq::UniformGrid<double, 3> grid(false);
+  for (bool weighted : {true, false})
+    for (const auto& [alpha, beta] : {std::pair{0.5, 0.25}, std::pair{1.0, 1.0}})
+      for (bool float_products : {false, true}) {
+        CAPTURE(weighted);
+        CAPTURE(alpha);
+        CAPTURE(beta);
+        CAPTURE(float_products);
+        const loaq::NormalizedOutput obj{alpha, beta, 1e-5, weighted};
+        loaq::ObjectiveStats<loaq::NormalizedOutput> full(W, obj), only(W, obj);
+        REQUIRE(only.set_target_only(true).ok());
+        for (auto* st : {&full, &only}) {
+          st->set_float_products(float_products);
+          for (Index b = 0; b < 4; ++b) {
+            const auto cols = [&](const Eigen::MatrixXd& M) { return M.middleCols(b * 256, 256); };
+            REQUIRE(st->add(cols(calib.Xh), cols(calib.X), cols(calib.Rh), cols(calib.R)).ok());
+          }
+        }
+        CHECK(only.target_only());
+        CHECK(!only.stats().has_cross());
+        REQUIRE(only.stats().residual_cross().rows() == d);
+        const double tol = float_products ? 1e-5 : 1e-12;
+        const Eigen::MatrixXd B = alpha * W * full.stats().cross() + beta * full.stats().residual_cross();
+        CHECK(rel(B, only.stats().residual_cross()) < tol);
+        CHECK(rel(full.stats().hessian(), only.stats().hessian()) < 1e-12);
+
+        loaq::QuantizedWeight<double> qf, qo;
+        Eigen::MatrixXd tf, to;
+        REQUIRE(loaq::solve_objective(W, full, grid, opt, qf, nullptr, &tf).ok());
+        REQUIRE(loaq::solve_objective(W, only, grid, opt, qo, nullptr, &to).ok());
+        CHECK(rel(tf, to) < tol);
+        CHECK((qf.codes.array() == qo.codes.array()).cast<double>().mean() > 0.99);
+      }
+
+  // The choice is made before the first batch: later it is refused and the mode kept.
+  loaq::ObjectiveStats<loaq::NormalizedOutput> st(W, {0.5, 0.25, 1e-5, true});
+  REQUIRE(st.add(calib.Xh.leftCols(8), calib.X.leftCols(8), calib.Rh.leftCols(8), calib.R.leftCols(8)).ok());
+  CHECK(st.set_target_only(true).status == loaq::Status::InvalidArgument);
+  CHECK(!st.target_only());
+  CHECK(st.set_target_only(false).ok());  // no change: accepted
+}
+
 TEST_CASE("normalized objective: W·x as row-block tasks, the same bits as the unsplit formula for any runner") {
   // SmolLM2's down_proj (m = 576, n = 1536: W·x sums beyond one product panel); the pipeline's
   // float activations. Expected: the frozen RMS factors from one product each, then the weighted

@@ -43,7 +43,8 @@ struct Gptaq {
 };
 
 // Empty statistics of an objective for one group. The normalized objective's ε is the model's
-// RMSNorm ε (the group's norm_eps), whatever the objective value says.
+// RMSNorm ε (the group's norm_eps), whatever the objective value says; its statistics are
+// target-only (ObjectiveStats<NormalizedOutput>::set_target_only), since the pipeline only solves.
 inline ObjectiveStats<LinearOutput> objective_stats(const GroupInfo& g, LinearOutput o) {
   ObjectiveStats<LinearOutput> s(g.inputs(), o);
   s.set_float_products(g.float_products);
@@ -59,6 +60,7 @@ inline ObjectiveStats<ResidualOutput> objective_stats(const GroupInfo& g, Residu
 inline ObjectiveStats<NormalizedOutput> objective_stats(const GroupInfo& g, NormalizedOutput o) {
   o.eps = double(g.norm_eps);
   ObjectiveStats<NormalizedOutput> s(*g.fp_weight, o);
+  (void)s.set_target_only(true);  // no batch yet: always accepted
   s.set_float_products(g.float_products);
   s.set_task_runner(g.tasks);
   return s;

@@ -70,6 +70,13 @@ Report check_calibration_batch(Index n, Index residual_rows, Index tokens, bool 
   if (R && tokens > 0 && !has_residual_cross)
     return Report::fail(Status::InvalidArgument,
                         "cannot start the residual cross term mid-stream");
+  // A term the stream tracks must see every batch, or it would miss the batch's rescaling.
+  if (!X && has_cross)
+    return Report::fail(Status::InvalidArgument,
+                        "the stream tracks the cross term C: every batch needs the FP inputs x");
+  if (!R && has_residual_cross)
+    return Report::fail(Status::InvalidArgument,
+                        "the stream tracks the residual cross term G: every batch needs r̂ and r");
 
   if (T == 0) return Report::success();
   if (!all_finite(xh) || (X && !all_finite(*X)) || (R && (!all_finite(*R) || !all_finite(*Rhat))) ||
@@ -167,6 +174,13 @@ class CalibrationAccumulator {
                             const Mat* R, const Vector<Acc>& a, const Vector<Acc>& b,
                             Index sequences = 1) {
     return add(Xhat, &X, Rhat, R, &a, &b, sequences);
+  }
+  // The weighted form without the input cross term: Ĥ and G = Σ a (b·r − a·r̂) x̂ᵀ only.
+  template <class D1>
+  Report add_weighted_residual_batch(const Eigen::MatrixBase<D1>& Xhat, const Mat& Rhat,
+                                     const Mat& R, const Vector<Acc>& a, const Vector<Acc>& b,
+                                     Index sequences = 1) {
+    return add(Xhat, nullptr, &Rhat, &R, &a, &b, sequences);
   }
 
   // Ĥ (full symmetric matrix). The first call after a batch mirrors the lower triangle; threads
