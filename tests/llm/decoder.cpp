@@ -3,7 +3,9 @@
 // GGUF files are present), and on a tiny random model the optional biases.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 
 #include <loaq/llm/decoder.hpp>
 #include <loaq/llm/perplexity.hpp>
@@ -102,4 +104,41 @@ TEST_CASE("decoder: optional biases (Qwen2-style q/k/v, o, MLP) are added where 
   loaq::llm::attention_block(c, V, h, &a1);
   CHECK((a1.x_o - a0.x_o).isApprox(Eigen::MatrixXf::Constant(a0.x_o.rows(), a0.x_o.cols(), 0.5f), 1e-4f));
   CHECK(loaq::llm::linear(L.o, Eigen::VectorXf(), h) == L.o * h);
+}
+
+TEST_CASE("causal_attention: query blocks agree with dense softmax attention in double; no query sees a later key") {
+  loaq::llm::Config c;
+  c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 8;
+  const Eigen::Index T = 2 * loaq::llm::kAttentionQueryBlock + 88;  // two whole blocks and a partial one
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.f, 2.f);
+  auto random = [&](Eigen::Index rows) {
+    Eigen::MatrixXf M(rows, T);
+    for (Eigen::Index i = 0; i < M.size(); ++i) M.data()[i] = g(rng);
+    return M;
+  };
+  const Eigen::MatrixXf Q = random(32), K = random(16), V = random(16);
+  const Eigen::MatrixXf ctx = loaq::llm::causal_attention(c, Q, K, V);
+  REQUIRE(ctx.rows() == 32);
+  REQUIRE(ctx.cols() == T);
+  double worst = 0;
+  for (int h = 0; h < c.n_heads; ++h) {
+    const int kv = h / 2;
+    for (Eigen::Index t = 0; t < T; ++t) {
+      const Eigen::MatrixXd k = K.block(kv * 8, 0, 8, t + 1).cast<double>();
+      Eigen::VectorXd s = k.transpose() * Q.block(h * 8, t, 8, 1).cast<double>() / std::sqrt(8.0);
+      s = (s.array() - s.maxCoeff()).exp().matrix();
+      const Eigen::VectorXd want = V.block(kv * 8, 0, 8, t + 1).cast<double>() * s / s.sum();
+      worst = std::max(worst, (ctx.block(h * 8, t, 8, 1).cast<double>() - want).cwiseAbs().maxCoeff());
+    }
+  }
+  CHECK(worst < 1e-5);
+  // Keys and values after the first block change nothing before it.
+  Eigen::MatrixXf K2 = K, V2 = V;
+  const Eigen::Index B = loaq::llm::kAttentionQueryBlock;
+  K2.rightCols(T - B).setConstant(30.f);
+  V2.rightCols(T - B).setConstant(-7.f);
+  const Eigen::MatrixXf ctx2 = loaq::llm::causal_attention(c, Q, K2, V2);
+  CHECK(ctx2.leftCols(B) == ctx.leftCols(B));
+  CHECK_FALSE(ctx2.rightCols(T - B).isApprox(ctx.rightCols(T - B)));
 }

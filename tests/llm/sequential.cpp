@@ -102,6 +102,40 @@ struct RecordingGptq {
   }
 };
 
+// GPTQ that checks, for every output group's window, that y is the FP stream after the sub-block:
+// r + W·x with the linear's bias (r already holds it), given exactly when float products are on.
+struct CheckingFpOutput {
+  std::shared_ptr<std::atomic<int>> seen = std::make_shared<std::atomic<int>>(0);
+  bool float_products = false;
+  struct Stats {
+    loaq::CalibrationAccumulator<double> acc;
+    const Eigen::MatrixXf* W;
+    bool output;
+  };
+  template <class G>
+  Stats stats(const G& g) const {
+    return {loaq::CalibrationAccumulator<double>(g.inputs()), g.fp_weight, G::role == loaq::LinearRole::Output};
+  }
+  loaq::Report add(Stats& s, const llm::Batch& b) const {
+    if (s.output) {
+      CHECK(bool(b.y) == float_products);
+      if (b.y) {
+        const Eigen::MatrixXf want = *b.r + *s.W * b.x;
+        CHECK((*b.y - want).norm() <= 1e-5f * want.norm());
+        ++*seen;
+      }
+    } else {
+      CHECK(b.y == nullptr);
+    }
+    return s.acc.add_batch(b.x_hat);
+  }
+  template <class Grid>
+  loaq::Report solve(const Stats& s, const Eigen::MatrixXf& W, const Grid& grid, const loaq::GptqOptions& opt,
+                     loaq::QuantizedWeight<float>& out) const {
+    return loaq::gptq(W, s.acc.hessian(), grid, opt, out);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("sequential: each group's x̂ is what the returned model feeds that linear") {
@@ -176,6 +210,24 @@ TEST_CASE("sequential: a model with biases; the output linears' residual include
   const auto a = llm::quantize_sequential(fp, calib, llm::loaq_residual(1, 0), grid, options(16));
   const auto b = llm::quantize_sequential(shifted, calib, llm::loaq_residual(1, 0), grid, options(16));
   CHECK(a.layers[0].o == b.layers[0].o);
+}
+
+TEST_CASE("sequential: output groups get the FP stream after the sub-block (bias included) with float products") {
+  llm::Model fp = tiny_model(14);
+  for (auto& L : fp.layers)
+    for (auto k : kAll) L.bias[int(k)] = Eigen::VectorXf::Constant(L.weight(k).rows(), 0.2f);
+  const auto calib = random_token_windows(3, 24, 15);
+  for (bool float_products : {false, true}) {
+    CAPTURE(float_products);
+    llm::SequentialOptions o = options(16);
+    o.float_products = float_products;
+    o.threads = 2;
+    CheckingFpOutput method;
+    method.float_products = float_products;
+    llm::quantize_sequential(fp, calib, method, loaq::UniformGrid<float, 3>(false), o);
+    // 2 layers × (o, down) × 3 windows
+    CHECK(*method.seen == (float_products ? 12 : 0));
+  }
 }
 
 TEST_CASE("sequential: 8-bit GPTQ is near FP; methods reduce to each other where the theory says") {

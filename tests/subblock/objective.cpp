@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <functional>
+#include <limits>
 
 #include "../support.hpp"
 
@@ -240,4 +241,55 @@ TEST_CASE("normalized objective: W·x as row-block tasks, the same bits as the u
     // W·x: 3 blocks of 192 rows for each of x, x̂; then Ĥ (6 panels), C (8 blocks), G (3).
     CHECK(tasks == 6 + 6 + 8 + 3);
   }
+}
+
+TEST_CASE("normalized objective: the FP output y from the caller replaces W·x; bad y is refused") {
+  std::mt19937 rng(89);
+  const Index d = 48, n = 96;
+  const auto [W, calib, held] = drifted_subblock(d, n, 512, rng);
+  const auto rel = [](const Eigen::MatrixXd& E, const Eigen::MatrixXd& F) { return (E - F).norm() / E.norm(); };
+  const Eigen::MatrixXd Y = calib.R + W * calib.X;  // what the FP model outputs, in double
+  // The float FP stream: r + W·x as a float forward pass computes it.
+  const Eigen::MatrixXf Yf = calib.R.cast<float>() + W.cast<float>() * calib.X.cast<float>();
+  for (bool target_only : {true, false})
+    for (bool float_products : {false, true}) {
+      CAPTURE(target_only);
+      CAPTURE(float_products);
+      const loaq::NormalizedOutput obj{0.5, 0.25, 1e-5, true};
+      loaq::ObjectiveStats<loaq::NormalizedOutput> formed(W, obj), given(W, obj);
+      for (auto* st : {&formed, &given}) {
+        REQUIRE(st->set_target_only(target_only).ok());
+        st->set_float_products(float_products);
+      }
+      REQUIRE(formed.add(calib.Xh, calib.X, calib.Rh, calib.R).ok());
+      if (float_products)
+        REQUIRE(given.add(calib.Xh, calib.X, calib.Rh, calib.R, Yf).ok());
+      else
+        REQUIRE(given.add(calib.Xh, calib.X, calib.Rh, calib.R, Y).ok());
+      const double tol = float_products ? 1e-5 : 1e-12;
+      CHECK(rel(formed.stats().hessian(), given.stats().hessian()) < tol);
+      CHECK(rel(formed.stats().residual_cross(), given.stats().residual_cross()) < tol);
+      CHECK(formed.stats().has_cross() == given.stats().has_cross());
+      // y is what the RMS factors and the target read: a wrong y moves both.
+      loaq::ObjectiveStats<loaq::NormalizedOutput> wrong(W, obj);
+      REQUIRE(wrong.set_target_only(target_only).ok());
+      REQUIRE(wrong.add(calib.Xh, calib.X, calib.Rh, calib.R, Eigen::MatrixXd(2.0 * Y)).ok());
+      CHECK(rel(formed.stats().residual_cross(), wrong.stats().residual_cross()) > 0.1);
+    }
+
+  // Bad y: a status that says what, and nothing added.
+  loaq::ObjectiveStats<loaq::NormalizedOutput> st(W, {0.5, 0.25, 1e-5, true});
+  REQUIRE(st.set_target_only(true).ok());
+  CHECK(st.add(calib.Xh, calib.X, calib.Rh, calib.R, Y.topRows(d - 1)).status == loaq::Status::ShapeMismatch);
+  CHECK(st.add(calib.Xh, calib.X, calib.Rh, calib.R, Y.leftCols(7)).status == loaq::Status::ShapeMismatch);
+  Eigen::MatrixXd bad = Y;
+  bad(3, 5) = std::numeric_limits<double>::quiet_NaN();
+  CHECK(st.add(calib.Xh, calib.X, calib.Rh, calib.R, bad).status == loaq::Status::NonFiniteInput);
+  // x is not read with y given and target-only statistics, but a NaN in it is still refused.
+  Eigen::MatrixXd bad_x = calib.X;
+  bad_x(0, 0) = std::numeric_limits<double>::infinity();
+  CHECK(st.add(calib.Xh, bad_x, calib.Rh, calib.R, Y).status == loaq::Status::NonFiniteInput);
+  CHECK(st.stats().tokens() == 0);
+  REQUIRE(st.add(calib.Xh, calib.X, calib.Rh, calib.R, Y).ok());
+  CHECK(st.stats().tokens() == calib.X.cols());
 }

@@ -83,6 +83,8 @@ struct ObjectiveMethod {
     } else {
       if (!b.r_hat || !b.r)
         return Report::fail(Status::InvalidArgument, "residual objective on an input linear");
+      if constexpr (std::is_same_v<O, NormalizedOutput>)
+        if (b.y) return s.add(b.x_hat, b.x, *b.r_hat, *b.r, *b.y);  // W·x from the FP stream
       return s.add(b.x_hat, b.x, *b.r_hat, *b.r);
     }
   }

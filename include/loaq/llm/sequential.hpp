@@ -51,12 +51,15 @@ using InputGroup = Group<LinearRole::Input>;    // q,k,v and gate,up
 using OutputGroup = Group<LinearRole::Output>;  // o and down
 
 // One calibration window for a group: x̂, x the linears' inputs in the quantized and the FP model
-// (n × T); for an output group also r̂, r, the residual streams its output is added to (m × T).
+// (n × T); for an output group also r̂, r, the residual streams its output is added to (m × T),
+// and, with float products, y = r + W·x, the FP stream after the sub-block as the FP model
+// computed it (a method may use it instead of forming W·x; with double products it is null).
 struct Batch {
   const Eigen::MatrixXf& x_hat;
   const Eigen::MatrixXf& x;
   const Eigen::MatrixXf* r_hat = nullptr;
   const Eigen::MatrixXf* r = nullptr;
+  const Eigen::MatrixXf* y = nullptr;
 };
 
 struct Progress {
@@ -269,15 +272,18 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
     auto add_input = [&](auto& st, const Eigen::MatrixXf& xh, const Eigen::MatrixXf& x) {
       detail::check(method.add(st, Batch{xh, x}), "statistics");
     };
-    // Output linears also see the residual streams their result is added to (with the bias).
+    // Output linears also see the residual streams their result is added to (with the bias), and
+    // with float products the FP stream y after the sub-block.
     auto add_output = [&](auto& st, const Eigen::MatrixXf& xh, const Eigen::MatrixXf& x,
-                          const Eigen::MatrixXf& rh, const Eigen::MatrixXf& r, const Eigen::VectorXf& bq,
-                          const Eigen::VectorXf& bf) {
-      if (!bq.size() && !bf.size()) return detail::check(method.add(st, Batch{xh, x, &rh, &r}), "statistics");
+                          const Eigen::MatrixXf& rh, const Eigen::MatrixXf& r, const Eigen::MatrixXf& y,
+                          const Eigen::VectorXf& bq, const Eigen::VectorXf& bf) {
+      const Eigen::MatrixXf* fp_output = options.float_products ? &y : nullptr;
+      if (!bq.size() && !bf.size())
+        return detail::check(method.add(st, Batch{xh, x, &rh, &r, fp_output}), "statistics");
       Eigen::MatrixXf rh_b = rh, r_b = r;
       if (bq.size()) rh_b.colwise() += bq;
       if (bf.size()) r_b.colwise() += bf;
-      detail::check(method.add(st, Batch{xh, x, &rh_b, &r_b}), "statistics");
+      detail::check(method.add(st, Batch{xh, x, &rh_b, &r_b, fp_output}), "statistics");
     };
 
     // Each FP capture is freed once its window is added. The inputs of o and down are kept, so
@@ -295,7 +301,8 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
     run_group(
         OutputGroup{}, "o", Lf.o, [&](std::size_t w) { return attention_context(qcfg, Lq, h_q[w]); },
         [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: the block input
-          add_output(st, xh, fa[w].x_o, h_q[w], h_fp[w], Lq.bias_of(Linear::o), Lf.bias_of(Linear::o));
+          add_output(st, xh, fa[w].x_o, h_q[w], h_fp[w], mid_fp[w], Lq.bias_of(Linear::o),
+                     Lf.bias_of(Linear::o));
           fa[w].x_o = Eigen::MatrixXf();
         },
         {Linear::o}, &x_o);
@@ -317,7 +324,7 @@ Model quantize_sequential(const Model& fp, const std::vector<std::vector<int>>& 
     run_group(
         OutputGroup{}, "down", Lf.down, [&](std::size_t w) { return mlp_hidden(qcfg, Lq, mid_q[w]); },
         [&](auto& st, std::size_t w, const Eigen::MatrixXf& xh) {  // residual: mid-block
-          add_output(st, xh, fm[w].x_down, mid_q[w], mid_fp[w], Lq.bias_of(Linear::down),
+          add_output(st, xh, fm[w].x_down, mid_q[w], mid_fp[w], cur.next[w], Lq.bias_of(Linear::down),
                      Lf.bias_of(Linear::down));
           fm[w].x_down = Eigen::MatrixXf();
           mid_fp[w] = Eigen::MatrixXf();

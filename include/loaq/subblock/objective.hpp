@@ -109,47 +109,20 @@ class ObjectiveStats<NormalizedOutput> {
   template <class D1, class D2, class D3, class D4>
   Report add(const Eigen::MatrixBase<D1>& Xhat, const Eigen::MatrixBase<D2>& X,
              const Eigen::MatrixBase<D3>& Rhat, const Eigen::MatrixBase<D4>& R, Index sequences = 1) {
-    if (Xhat.rows() != W_.cols() || X.rows() != W_.cols() || Rhat.rows() != W_.rows() ||
-        R.rows() != W_.rows() || X.cols() != Xhat.cols() || R.cols() != Xhat.cols() ||
-        Rhat.cols() != Xhat.cols())
-      return Report::fail(Status::ShapeMismatch,
-                          "normalized objective needs x̂, x as n × T and r̂, r as m × T");
-    if (!(obj_.eps >= 0)) return Report::fail(Status::InvalidArgument, "RMSNorm ε must be ≥ 0");
-    const Matrix<double> x = X.template cast<double>(), xh = Xhat.template cast<double>();
-    const Matrix<double> r = R.template cast<double>(), rh = Rhat.template cast<double>();
-    using internal::all_finite;
-    if (!all_finite(x) || !all_finite(xh) || !all_finite(r) || !all_finite(rh))
-      return Report::fail(Status::NonFiniteInput, "calibration batch holds NaN or Inf");
-    Matrix<double> y, yh;    // r + W·x and r̂ + W·x̂
-    Matrix<double> wx, wxh;  // W·x and W·x̂ on their own (float products, or target only)
-    if (acc_.float_products()) {
-      wx = outputs(X);
-      wxh = outputs(Xhat);
-      if (!all_finite(wx) || !all_finite(wxh))
-        return Report::fail(Status::OutOfRange,
-                            "W·x overflows float; rescale the weight or the inputs, or turn float "
-                            "products off");
-    } else if (target_only_) {
-      const Matrix<double> zero = Matrix<double>::Zero(r.rows(), r.cols());
-      add_outputs(wx, zero, x, wxh, zero, xh);
-    }
-    if (wx.size()) {
-      y = r + wx;
-      yh = rh + wxh;
-    } else {
-      add_outputs(y, r, x, yh, rh, xh);
-    }
-    const Vector<double> s = inverse_rms(y, obj_.eps), sh = inverse_rms(yh, obj_.eps);
-    if (!all_finite(s) || !all_finite(sh))
-      return Report::fail(Status::NonFiniteInput,
-                          "a token's output is all zero with ε = 0; set the RMSNorm ε");
-    // Token weights: a = ŝ, b = s (weighted), or a = 1, b = s/ŝ.
-    const Vector<double> a = obj_.weighted ? sh : Vector<double>::Ones(s.size());
-    const Vector<double> b = obj_.weighted ? s : Vector<double>(s.cwiseQuotient(sh));
-    if (!target_only_) return acc_.add_weighted_batch(xh, x, &rh, &r, a, b, sequences);
-    // Σ a (b·p − a·p̂) x̂ᵀ with p = α·W·x + β·r is α·W·C + β·G.
-    const Matrix<double> p = obj_.alpha * wx + obj_.beta * r, ph = obj_.alpha * wxh + obj_.beta * rh;
-    return acc_.add_weighted_residual_batch(xh, ph, p, a, b, sequences);
+    return add_batch(Xhat, X, Rhat, R, nullptr, sequences);
+  }
+  // The same batch from a caller that already has the FP output y = r + W·x (m × T, e.g. the FP
+  // model's stream after the sub-block): W·x is not formed again, one m × n product per batch
+  // fewer. y's rounding is the caller's (the model module passes its float stream with float
+  // products, and forms W·x itself with double products).
+  template <class D1, class D2, class D3, class D4, class D5>
+  Report add(const Eigen::MatrixBase<D1>& Xhat, const Eigen::MatrixBase<D2>& X,
+             const Eigen::MatrixBase<D3>& Rhat, const Eigen::MatrixBase<D4>& R,
+             const Eigen::MatrixBase<D5>& Y, Index sequences = 1) {
+    if (Y.rows() != W_.rows() || Y.cols() != Xhat.cols())
+      return Report::fail(Status::ShapeMismatch, "normalized objective needs the FP output y as m × T");
+    const Matrix<double> y = Y.template cast<double>();
+    return add_batch(Xhat, X, Rhat, R, &y, sequences);
   }
   // Accumulate only what the closed-form target needs: Ĥ and B = α·W·C + β·G (m × n, held in
   // stats().residual_cross(); stats().cross() stays empty), one m × n product per batch from the
@@ -175,6 +148,72 @@ class ObjectiveStats<NormalizedOutput> {
   TargetWeights weights() const { return {obj_.alpha, target_only_ ? 1.0 : obj_.beta}; }
 
  private:
+  template <class D1, class D2, class D3, class D4>
+  Report add_batch(const Eigen::MatrixBase<D1>& Xhat, const Eigen::MatrixBase<D2>& X,
+                   const Eigen::MatrixBase<D3>& Rhat, const Eigen::MatrixBase<D4>& R,
+                   const Matrix<double>* fp_output, Index sequences) {
+    if (Xhat.rows() != W_.cols() || X.rows() != W_.cols() || Rhat.rows() != W_.rows() ||
+        R.rows() != W_.rows() || X.cols() != Xhat.cols() || R.cols() != Xhat.cols() ||
+        Rhat.cols() != Xhat.cols())
+      return Report::fail(Status::ShapeMismatch,
+                          "normalized objective needs x̂, x as n × T and r̂, r as m × T");
+    if (!(obj_.eps >= 0)) return Report::fail(Status::InvalidArgument, "RMSNorm ε must be ≥ 0");
+    // With the FP output given and target-only statistics, x is not read at all.
+    const bool needs_x = !(fp_output && target_only_);
+    const Matrix<double> x = needs_x ? Matrix<double>(X.template cast<double>()) : Matrix<double>();
+    const Matrix<double> xh = Xhat.template cast<double>();
+    const Matrix<double> r = R.template cast<double>(), rh = Rhat.template cast<double>();
+    using internal::all_finite;
+    if (!all_finite(x) || !all_finite(xh) || !all_finite(r) || !all_finite(rh) ||
+        (fp_output && !all_finite(*fp_output)) || (!needs_x && !all_finite(X.derived())))
+      return Report::fail(Status::NonFiniteInput, "calibration batch holds NaN or Inf");
+    Matrix<double> y, yh;    // r + W·x and r̂ + W·x̂
+    Matrix<double> wx, wxh;  // W·x and W·x̂ on their own (float products, target only, or y given)
+    if (fp_output) {  // only W·x̂ is formed
+      wxh = acc_.float_products() ? outputs(Xhat) : products(xh);
+      if (!all_finite(wxh))
+        return Report::fail(Status::OutOfRange,
+                            "W·x̂ overflows; rescale the weight or the inputs, or turn float products off");
+      wx = *fp_output - r;
+    } else if (acc_.float_products()) {
+      wx = outputs(X);
+      wxh = outputs(Xhat);
+      if (!all_finite(wx) || !all_finite(wxh))
+        return Report::fail(Status::OutOfRange,
+                            "W·x overflows float; rescale the weight or the inputs, or turn float "
+                            "products off");
+    } else if (target_only_) {
+      const Matrix<double> zero = Matrix<double>::Zero(r.rows(), r.cols());
+      add_outputs(wx, zero, x, wxh, zero, xh);
+    }
+    if (wx.size()) {
+      y = fp_output ? *fp_output : Matrix<double>(r + wx);
+      yh = rh + wxh;
+    } else {
+      add_outputs(y, r, x, yh, rh, xh);
+    }
+    const Vector<double> s = inverse_rms(y, obj_.eps), sh = inverse_rms(yh, obj_.eps);
+    if (!all_finite(s) || !all_finite(sh))
+      return Report::fail(Status::NonFiniteInput,
+                          "a token's output is all zero with ε = 0; set the RMSNorm ε");
+    // Token weights: a = ŝ, b = s (weighted), or a = 1, b = s/ŝ.
+    const Vector<double> a = obj_.weighted ? sh : Vector<double>::Ones(s.size());
+    const Vector<double> b = obj_.weighted ? s : Vector<double>(s.cwiseQuotient(sh));
+    if (!target_only_) return acc_.add_weighted_batch(xh, x, &rh, &r, a, b, sequences);
+    // Σ a (b·p − a·p̂) x̂ᵀ with p = α·W·x + β·r is α·W·C + β·G.
+    const Matrix<double> p = obj_.alpha * wx + obj_.beta * r, ph = obj_.alpha * wxh + obj_.beta * rh;
+    return acc_.add_weighted_residual_batch(xh, ph, p, a, b, sequences);
+  }
+  // W·x in double; blocks of W's rows as tasks.
+  Matrix<double> products(const Matrix<double>& x) const {
+    Matrix<double> y(W_.rows(), x.cols());
+    const Index P = internal::kTaskRows, blocks = (y.rows() + P - 1) / P;
+    internal::run_tasks(acc_.task_runner(), blocks, [&](Index i) {
+      const Index r0 = i * P, rows = std::min(P, y.rows() - r0);
+      y.middleRows(r0, rows).noalias() = W_.middleRows(r0, rows) * x;
+    });
+    return y;
+  }
   // W·x of a batch with float products, from the caller's values; blocks of W's rows as tasks.
   template <class D>
   Matrix<double> outputs(const Eigen::MatrixBase<D>& X) const {
