@@ -2,7 +2,8 @@
 // as a fraction of this machine's own GEMM / SYRK rate measured in the same run.
 //
 //   loaq_bench [--quick | --full] [--threads N] [--scalar float|double|both] [--export DIR]
-//              [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard] [--shape NAME]
+//              [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention]
+//              [--shape NAME]
 //
 // --quick: SmolLM2-135M shapes (576×576, 1536×576, 576×1536); --full adds LLaMA-7B shapes
 // (4096×4096, 11008×4096, 4096×11008). Shapes are m × n = rows × columns of W.
@@ -10,12 +11,15 @@
 // for bench/reference_gptq.py, the side-by-side against the PyTorch reference.
 // The hadamard stage times the fast rotation Q·X against a float GEMM with the dense Q (quick:
 // n ∈ {576, 1536, 4096}, T = 256; full adds 4864, 11008, the fallback order 2752 and T = 2048).
+// The attention stage times the model module's causal attention (query blocks) against the dense
+// formula it replaced (all T × T scores formed), SmolLM2's and Qwen2.5-0.5B's heads, T = 256, 2048.
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <loaq/io/safetensors.hpp>
+#include <loaq/llm/decoder.hpp>
 #include <loaq/loaq.hpp>
 #include <string>
 #include <vector>
@@ -343,12 +347,65 @@ void bench_hadamard(const Config& cfg) {
   }
 }
 
+// The causal attention of the model module before query blocks: every T × T score formed, the
+// upper triangle zeroed, V times all of S. The peer of the attention stage.
+Mat<float> dense_causal_attention(const loaq::llm::Config& cfg, const Mat<float>& Q, const Mat<float>& K,
+                                  const Mat<float>& V) {
+  const int hd = cfg.head_dim, group = cfg.n_heads / cfg.n_kv_heads;
+  const Index T = Q.cols();
+  const float scale = 1.f / std::sqrt(float(hd));
+  Mat<float> ctx(Q.rows(), T), S(T, T);
+  for (int h = 0; h < cfg.n_heads; ++h) {
+    const int kv = h / group;
+    S.noalias() = K.middleRows(kv * hd, hd).transpose() * Q.middleRows(h * hd, hd);
+    for (Index t = 0; t < T; ++t) {
+      auto col = S.col(t).head(t + 1);
+      col *= scale;
+      col = (col.array() - col.maxCoeff()).exp().matrix();
+      col /= col.sum();
+      S.col(t).tail(T - t - 1).setZero();
+    }
+    ctx.middleRows(h * hd, hd).noalias() = V.middleRows(kv * hd, hd) * S;
+  }
+  return ctx;
+}
+
+void bench_attention(const Config& cfg) {
+  struct Heads {
+    const char* model;
+    int heads, kv_heads, head_dim;
+  };
+  const Heads models[] = {{"SmolLM2-135M", 9, 3, 64}, {"Qwen2.5-0.5B", 14, 2, 64}};
+  std::printf("\ncausal attention, float, one window, %d thread(s): query blocks of %ld against all "
+              "T x T scores\n", cfg.threads, long(loaq::llm::kAttentionQueryBlock));
+  std::printf("  %-14s %6s %12s %12s %9s %12s\n", "model", "T", "blocks", "dense", "speedup",
+              "max |diff|");
+  for (const Heads& m : models) {
+    loaq::llm::Config c;
+    c.n_heads = m.heads;
+    c.n_kv_heads = m.kv_heads;
+    c.head_dim = m.head_dim;
+    for (const Index T : {Index(256), Index(2048)}) {
+      const Mat<float> Q = bench::synthetic_inputs<float>(m.heads * m.head_dim, T, 7),
+                       K = bench::synthetic_inputs<float>(m.kv_heads * m.head_dim, T, 8),
+                       V = bench::synthetic_inputs<float>(m.kv_heads * m.head_dim, T, 9);
+      Mat<float> blocked, dense;
+      const double t_blocks = bench::time_best(3, [&] { blocked = loaq::llm::causal_attention(c, Q, K, V); });
+      const double t_dense = bench::time_best(3, [&] { dense = dense_causal_attention(c, Q, K, V); });
+      std::printf("  %-14s %6ld %9.2f ms %9.2f ms %8.2fx %12.2e\n", m.model, long(T), t_blocks * 1e3,
+                  t_dense * 1e3, t_dense / t_blocks, double((blocked - dense).cwiseAbs().maxCoeff()));
+    }
+    std::fflush(stdout);
+  }
+}
+
 int usage() {
   std::fprintf(
       stderr,
       "usage: loaq_bench [--quick|--full] [--threads N] [--scalar float|double|both] "
       "[--export DIR]\n"
-      "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard] [--shape NAME]\n");
+      "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention]\n"
+      "       [--shape NAME]\n");
   return 2;
 }
 
@@ -405,6 +462,7 @@ int main(int argc, char** argv) {
   std::printf("GPTQ settings: 4-bit asymmetric, group 128, block 128, percdamp 0.01\n");
 
   if (cfg.runs("hadamard")) bench_hadamard(cfg);
+  if (cfg.runs("attention")) bench_attention(cfg);
   if (!cfg.runs_shape_stages()) return 0;
 
   std::vector<Shape> shapes(std::begin(kSmol), std::end(kSmol));
