@@ -89,10 +89,10 @@ class QuantizedWeight:
 
 # ---- statistics ----------------------------------------------------------------------------------
 
-def _batch(x_hat, x, r_hat, r, sequences):
+def _batch(x_hat, x, r_hat, r, sequences, y=None):
     xh, batch = tokens(x_hat, "x_hat")
     arrays = [xh]
-    for value, name in ((x, "x"), (r_hat, "r_hat"), (r, "r")):
+    for value, name in ((x, "x"), (r_hat, "r_hat"), (r, "r"), (y, "y")):
         arrays.append(None if value is None else tokens(value, name)[0])
     arrays = common_dtype(arrays)
     if sequences is None:
@@ -163,7 +163,7 @@ class CalibrationAccumulator:
             raise InvalidArgumentError("give both residual streams r_hat and r, or neither")
         if r is not None and x is None:
             raise InvalidArgumentError("residual streams need the FP inputs x too")
-        (xh, xv, rh, rv), seq = _batch(x_hat, x, r_hat, r, sequences)
+        (xh, xv, rh, rv, _), seq = _batch(x_hat, x, r_hat, r, sequences)
         av = bv = None
         if a is not None or b is not None:
             if a is None or b is None or x is None:
@@ -222,10 +222,13 @@ class ObjectiveStats:
 
     ``NormalizedOutput`` needs the layer's unquantized weight to freeze the per-token RMS.
     ``float_products``: as for :class:`CalibrationAccumulator` (W·x of ``NormalizedOutput`` too).
+    ``target_only`` (``NormalizedOutput`` only): accumulate just Ĥ and the target's
+    ``B = α W C + β G`` (kept in ``residual_cross``; ``cross`` stays empty), one m × n product per
+    batch instead of C and G; the solve is the same up to rounding.
     """
 
     def __init__(self, objective: Objective, *, n: Optional[int] = None, m: Optional[int] = None,
-                 weight: Any = None, float_products: bool = False):
+                 weight: Any = None, float_products: bool = False, target_only: bool = False):
         self.objective = objective
         if isinstance(objective, LinearOutput):
             if n is None or int(n) < 1:
@@ -249,19 +252,34 @@ class ObjectiveStats:
         else:
             raise TypeError("objective must be LinearOutput, ResidualOutput or NormalizedOutput, "
                             f"got {type(objective).__name__}")
+        if target_only:
+            if self._kind != "normalized":
+                raise InvalidArgumentError("target_only statistics are for NormalizedOutput")
+            self._core.set_target_only(True)
         self._core.set_float_products(bool(float_products))
 
+    @property
+    def target_only(self) -> bool:
+        """Whether only Ĥ and the target B are accumulated (``NormalizedOutput``)."""
+        return self._kind == "normalized" and self._core.target_only
+
     def add(self, x_hat: Any, x: Any, r_hat: Any = None, r: Any = None, *,
-            sequences: Optional[int] = None) -> None:
+            sequences: Optional[int] = None, y: Any = None) -> None:
         """Adds one batch: ``x_hat``, ``x`` [T, n] (quantized-model and FP inputs); the residual
-        objectives also need ``r_hat``, ``r`` [T, m], the streams the output is added to."""
+        objectives also need ``r_hat``, ``r`` [T, m], the streams the output is added to.
+        ``y`` (``NormalizedOutput`` only, optional): the FP output ``r + x Wᵀ`` [T, m] as the FP
+        model computed it; then W·x is not formed again (with ``target_only``, x is not read)."""
         needs_r = self._kind != "linear"
         if needs_r and (r_hat is None or r is None):
             raise InvalidArgumentError(f"{type(self.objective).__name__} needs r_hat and r")
         if not needs_r and (r_hat is not None or r is not None):
             raise InvalidArgumentError("LinearOutput takes no residual streams")
-        (xh, xv, rh, rv), seq = _batch(x_hat, x, r_hat, r, sequences)
-        if needs_r:
+        if y is not None and self._kind != "normalized":
+            raise InvalidArgumentError("the FP output y is for NormalizedOutput statistics")
+        (xh, xv, rh, rv, yv), seq = _batch(x_hat, x, r_hat, r, sequences, y)
+        if self._kind == "normalized":
+            self._core.add(xh, xv, rh, rv, seq, yv)
+        elif needs_r:
             self._core.add(xh, xv, rh, rv, seq)
         else:
             self._core.add(xh, xv, seq)

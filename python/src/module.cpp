@@ -503,12 +503,27 @@ NB_MODULE(_core, m) {
                  }
                })
           .def("add", [](Stats<loaq::NormalizedOutput>& s, Array xh, Array x, Array rh, Array r,
-                         Index sequences) {
+                         Index sequences, std::optional<Array> y) {
             dispatch_batch(Batch{xh, x, rh, r},
                            [&](const auto& vxh, const auto* vx, const auto* vrh, const auto* vr) {
+                             if (!y) {
+                               std::lock_guard<std::mutex> lock(s.mu);
+                               return s.st.add(vxh, *vx, *vrh, *vr, sequences);
+                             }
+                             using S = typename std::decay_t<decltype(vxh)>::Scalar;
+                             Mapped<S> vy;  // the FP output y = r + W·x, [T, m], the batch's dtype
+                             map_matrix(*y, "y", vy, true);
                              std::lock_guard<std::mutex> lock(s.mu);
-                             return s.st.add(vxh, *vx, *vrh, *vr, sequences);
+                             return s.st.add(vxh, *vx, *vrh, *vr, *vy, sequences);
                            });
+          }, "x_hat"_a, "x"_a, "r_hat"_a, "r"_a, "sequences"_a, "y"_a.none())
+          .def("set_target_only", [](Stats<loaq::NormalizedOutput>& s, bool on) {
+            std::lock_guard<std::mutex> lock(s.mu);
+            check(s.st.set_target_only(on));
+          })
+          .def_prop_ro("target_only", [](Stats<loaq::NormalizedOutput>& s) {
+            std::lock_guard<std::mutex> lock(s.mu);
+            return s.st.target_only();
           });
   stats_properties<Stats<loaq::NormalizedOutput>>(nrm);
 }

@@ -229,6 +229,48 @@ def test_normalized_without_drift_targets_the_weight(small_layer):
     np.testing.assert_allclose(q.target, W, atol=1e-5)
 
 
+def test_normalized_target_only_and_the_fp_output(small_layer):
+    W, Xh, X = small_layer
+    rng = np.random.default_rng(6)
+    R = rng.standard_normal((len(Xh), W.shape[0]))
+    Rh = R + 0.1 * rng.standard_normal(R.shape)
+    Wd = W.astype(np.float64)
+    Y = R + X @ Wd.T  # what the FP model outputs
+    obj = loaq.NormalizedOutput(0.5, 0.25)
+    full = loaq.ObjectiveStats(obj, weight=Wd)
+    only = loaq.ObjectiveStats(obj, weight=Wd, target_only=True)
+    given = loaq.ObjectiveStats(obj, weight=Wd, target_only=True)
+    assert only.target_only and not full.target_only
+    full.add(Xh, X, Rh, R)
+    only.add(Xh, X, Rh, R)
+    given.add(Xh, X, Rh, R, y=Y)
+    # Target-only keeps B = α W C + β G where C and G would be; the solve is the same.
+    B = 0.5 * Wd @ full.cross + 0.25 * full.residual_cross
+    assert only.cross.size == 0
+    np.testing.assert_allclose(only.residual_cross, B, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(given.residual_cross, B, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(given.hessian, full.hessian, rtol=1e-10)
+    qf = loaq.solve_objective(Wd, full, bits=3, return_target=True)
+    qg = loaq.solve_objective(Wd, given, bits=3, return_target=True)
+    np.testing.assert_allclose(qg.target, qf.target, rtol=1e-8, atol=1e-8)
+    assert np.mean(qf.codes == qg.codes) > 0.99
+    # y is what the RMS factors and the target read: a wrong one changes the statistics.
+    wrong = loaq.ObjectiveStats(obj, weight=Wd, target_only=True)
+    wrong.add(Xh, X, Rh, R, y=2 * Y)
+    assert np.linalg.norm(wrong.residual_cross - B) > 0.1 * np.linalg.norm(B)
+    # Misuse is an error that says what.
+    with pytest.raises(loaq.ShapeMismatchError):
+        given.add(Xh, X, Rh, R, y=Y[:, :-1])
+    with pytest.raises(loaq.NonFiniteInputError):
+        given.add(Xh, X, Rh, R, y=np.where(np.arange(Y.size).reshape(Y.shape) == 7, np.nan, Y))
+    assert given.tokens == len(Xh)
+    with pytest.raises(loaq.InvalidArgumentError, match="NormalizedOutput"):
+        loaq.ObjectiveStats(loaq.LinearOutput(0.5), n=Xh.shape[1], target_only=True)
+    lin = loaq.ObjectiveStats(loaq.LinearOutput(0.5), n=Xh.shape[1])
+    with pytest.raises(loaq.InvalidArgumentError, match="NormalizedOutput"):
+        lin.add(Xh, X, y=Y)
+
+
 def test_weighted_accumulator_form(small_layer):
     _, Xh, X = small_layer
     a = np.linspace(0.5, 1.5, len(Xh))
