@@ -290,6 +290,10 @@ TEST_CASE("normalized objective: the FP output y from the caller replaces W·x; 
   bad_x(0, 0) = std::numeric_limits<double>::infinity();
   CHECK(st.add(calib.Xh, bad_x, calib.Rh, calib.R, Y).status == loaq::Status::NonFiniteInput);
   CHECK(st.stats().tokens() == 0);
+  // A batch of zero tokens with its zero-token y adds nothing and is no error.
+  CHECK(st.add(calib.Xh.leftCols(0), calib.X.leftCols(0), calib.Rh.leftCols(0), calib.R.leftCols(0),
+               Y.leftCols(0)).ok());
+  CHECK(st.stats().tokens() == 0);
   REQUIRE(st.add(calib.Xh, calib.X, calib.Rh, calib.R, Y).ok());
   CHECK(st.stats().tokens() == calib.X.cols());
 }

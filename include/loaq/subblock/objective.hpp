@@ -186,7 +186,7 @@ class ObjectiveStats<NormalizedOutput> {
       const Matrix<double> zero = Matrix<double>::Zero(r.rows(), r.cols());
       add_outputs(wx, zero, x, wxh, zero, xh);
     }
-    if (wx.size()) {
+    if (fp_output || wx.size()) {  // (a batch of zero tokens has wx empty too)
       y = fp_output ? *fp_output : Matrix<double>(r + wx);
       yh = rh + wxh;
     } else {
