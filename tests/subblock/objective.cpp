@@ -142,6 +142,19 @@ TEST_CASE("float products keep the normalized objective's statistics and what it
   CHECK(r.status == loaq::Status::OutOfRange);
   CHECK(huge_fast.stats().tokens() == 0);
   CHECK(huge_exact.add(first(calib.Xh), first(calib.X), first(calib.Rh), first(calib.R)).ok());
+  // Beyond double as well: refused in every mode, nothing added (never a silent Inf in y).
+  const Eigen::MatrixXd beyond = Eigen::MatrixXd::Constant(d, n, 1e307);
+  for (bool target_only : {false, true})
+    for (bool float_products : {false, true}) {
+      CAPTURE(target_only);
+      CAPTURE(float_products);
+      loaq::ObjectiveStats<loaq::NormalizedOutput> st(beyond, {0.5, 0.5, 1e-5, true});
+      REQUIRE(st.set_target_only(target_only).ok());
+      st.set_float_products(float_products);
+      CHECK(st.add(first(calib.Xh), first(calib.X), first(calib.Rh), first(calib.R)).status ==
+            loaq::Status::OutOfRange);
+      CHECK(st.stats().tokens() == 0);
+    }
 }
 
 TEST_CASE("target-only normalized statistics: α·W·C + β·G from one product, the same target") {

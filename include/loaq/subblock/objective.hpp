@@ -7,8 +7,10 @@
 #pragma once
 
 #include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "../solve/targets.hpp"
 #include "../stats/accumulator.hpp"
@@ -167,30 +169,38 @@ class ObjectiveStats<NormalizedOutput> {
     if (!all_finite(x) || !all_finite(xh) || !all_finite(r) || !all_finite(rh) ||
         (fp_output && !all_finite(*fp_output)) || (!needs_x && !all_finite(X.derived())))
       return Report::fail(Status::NonFiniteInput, "calibration batch holds NaN or Inf");
+    // W·x̂, and W·x unless the caller gave y, in the products' scalar. With double products and
+    // the full statistics, r + W·x is summed whole (the r rows first), as it always was.
+    const Index m = W_.rows(), T = Xhat.cols();
+    const bool with_wx = !fp_output, summed_whole = !fp_output && !acc_.float_products() && !target_only_;
     Matrix<double> y, yh;    // r + W·x and r̂ + W·x̂
-    Matrix<double> wx, wxh;  // W·x and W·x̂ on their own (float products, target only, or y given)
-    if (fp_output) {  // only W·x̂ is formed
-      wxh = acc_.float_products() ? outputs(Xhat) : products(xh);
-      if (!all_finite(wxh))
-        return Report::fail(Status::OutOfRange,
-                            "W·x̂ overflows; rescale the weight or the inputs, or turn float products off");
-      wx = *fp_output - r;
-    } else if (acc_.float_products()) {
-      wx = outputs(X);
-      wxh = outputs(Xhat);
-      if (!all_finite(wx) || !all_finite(wxh))
-        return Report::fail(Status::OutOfRange,
-                            "W·x overflows float; rescale the weight or the inputs, or turn float "
-                            "products off");
-    } else if (target_only_) {
-      const Matrix<double> zero = Matrix<double>::Zero(r.rows(), r.cols());
-      add_outputs(wx, zero, x, wxh, zero, xh);
+    Matrix<double> wx, wxh;  // W·x and W·x̂ on their own
+    if (acc_.float_products()) {
+      const Matrix<float> xhf = Xhat.template cast<float>();
+      const Matrix<float> xf = with_wx ? Matrix<float>(X.template cast<float>()) : Matrix<float>();
+      Matrix<float> wxhf = Matrix<float>::Zero(m, T), wxf = Matrix<float>::Zero(m, with_wx ? T : 0);
+      add_products(W_float_, {{&xhf, &wxhf}, {&xf, &wxf}});
+      wxh = wxhf.cast<double>();
+      wx = wxf.cast<double>();
+    } else if (summed_whole) {
+      y = r;
+      yh = rh;
+      add_products(W_, {{&xh, &yh}, {&x, &y}});
+    } else {
+      wxh = Matrix<double>::Zero(m, T);
+      wx = Matrix<double>::Zero(m, with_wx ? T : 0);
+      add_products(W_, {{&xh, &wxh}, {&x, &wx}});
     }
-    if (fp_output || wx.size()) {  // (a batch of zero tokens has wx empty too)
+    if (!all_finite(wx) || !all_finite(wxh) || !all_finite(y) || !all_finite(yh))
+      return Report::fail(Status::OutOfRange,
+                          acc_.float_products()
+                              ? "W·x overflows float; rescale the weight or the inputs, or turn "
+                                "float products off"
+                              : "W·x overflows double; rescale the weight or the inputs");
+    if (!summed_whole) {
+      if (fp_output) wx = *fp_output - r;
       y = fp_output ? *fp_output : Matrix<double>(r + wx);
       yh = rh + wxh;
-    } else {
-      add_outputs(y, r, x, yh, rh, xh);
     }
     const Vector<double> s = inverse_rms(y, obj_.eps), sh = inverse_rms(yh, obj_.eps);
     if (!all_finite(s) || !all_finite(sh))
@@ -204,39 +214,19 @@ class ObjectiveStats<NormalizedOutput> {
     const Matrix<double> p = obj_.alpha * wx + obj_.beta * r, ph = obj_.alpha * wxh + obj_.beta * rh;
     return acc_.add_weighted_residual_batch(xh, ph, p, a, b, sequences);
   }
-  // W·x in double; blocks of W's rows as tasks.
-  Matrix<double> products(const Matrix<double>& x) const {
-    Matrix<double> y(W_.rows(), x.cols());
-    const Index P = internal::kTaskRows, blocks = (y.rows() + P - 1) / P;
-    internal::run_tasks(acc_.task_runner(), blocks, [&](Index i) {
-      const Index r0 = i * P, rows = std::min(P, y.rows() - r0);
-      y.middleRows(r0, rows).noalias() = W_.middleRows(r0, rows) * x;
-    });
-    return y;
-  }
-  // W·x of a batch with float products, from the caller's values; blocks of W's rows as tasks.
-  template <class D>
-  Matrix<double> outputs(const Eigen::MatrixBase<D>& X) const {
-    const Matrix<float> x = X.template cast<float>();
-    Matrix<float> y(W_float_.rows(), x.cols());
-    const Index P = internal::kTaskRows, blocks = (y.rows() + P - 1) / P;
-    internal::run_tasks(acc_.task_runner(), blocks, [&](Index i) {
-      const Index r0 = i * P, rows = std::min(P, y.rows() - r0);
-      y.middleRows(r0, rows).noalias() = W_float_.middleRows(r0, rows) * x;
-    });
-    return y.cast<double>();
-  }
-  // y = r + W·x and yh = r̂ + W·x̂ in double, blocks of W's rows as tasks (each summed as the
-  // unsplit r + W·x: the rows of r first, the product added to them).
-  void add_outputs(Matrix<double>& y, const Matrix<double>& r, const Matrix<double>& x,
-                   Matrix<double>& yh, const Matrix<double>& rh, const Matrix<double>& xh) const {
-    y = r;
-    yh = rh;
-    const Index P = internal::kTaskRows, blocks = (y.rows() + P - 1) / P;
-    internal::run_tasks(acc_.task_runner(), 2 * blocks, [&](Index i) {
-      const bool hat = i % 2 == 1;
-      const Index r0 = (i / 2) * P, rows = std::min(P, y.rows() - r0);
-      (hat ? yh : y).middleRows(r0, rows).noalias() += W_.middleRows(r0, rows) * (hat ? xh : x);
+  // ys += W·xs for each (x, y) pair with a non-empty y, in one set of tasks of a block of W's rows
+  // each; a block is summed as the unsplit product would be (y's rows first, the product added).
+  template <class S>
+  void add_products(const Matrix<S>& W,
+                    std::initializer_list<std::pair<const Matrix<S>*, Matrix<S>*>> pairs) const {
+    std::vector<std::pair<const Matrix<S>*, Matrix<S>*>> jobs;
+    for (const auto& job : pairs)
+      if (job.second->size() > 0) jobs.push_back(job);
+    const Index P = internal::kTaskRows, blocks = (W.rows() + P - 1) / P, K = Index(jobs.size());
+    internal::run_tasks(acc_.task_runner(), blocks * K, [&](Index i) {
+      const auto& [x, y] = jobs[std::size_t(i % K)];
+      const Index r0 = (i / K) * P, rows = std::min(P, W.rows() - r0);
+      y->middleRows(r0, rows).noalias() += W.middleRows(r0, rows) * *x;
     });
   }
 
