@@ -2,7 +2,8 @@
 // as a fraction of this machine's own GEMM / SYRK rate measured in the same run.
 //
 //   loaq_bench [--quick | --full] [--threads N] [--scalar float|double|both] [--export DIR]
-//              [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention]
+//              [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention,
+//                      correction]
 //              [--shape NAME]
 //
 // --quick: SmolLM2-135M shapes (576×576, 1536×576, 576×1536); --full adds LLaMA-7B shapes
@@ -13,6 +14,9 @@
 // n ∈ {576, 1536, 4096}, T = 256; full adds 4864, 11008, the fallback order 2752 and T = 2048).
 // The attention stage times the model module's causal attention (query blocks) against the dense
 // formula it replaced (all T × T scores formed), SmolLM2's and Qwen2.5-0.5B's heads, T = 256, 2048.
+// The correction stage times GPTAQ's P = triu₁(d·Uᵀ)·U in row panels (both triangles exploited,
+// panels as threads' tasks) against the two full-width triangular products it replaced, in the
+// solver's scalar (quick: n ∈ {576, 896, 1536, 4864}; full adds 4096 and 11008).
 #include <unistd.h>
 
 #include <cstdio>
@@ -399,12 +403,52 @@ void bench_attention(const Config& cfg) {
   }
 }
 
+// GPTAQ's P = triu₁(d·Uᵀ)·U as gptaq_correction formed it before row panels: two full-width
+// products of a dense and a triangular matrix. The peer of the correction stage.
+template <class S>
+Mat<S> full_width_correction(const Mat<S>& d, const Mat<S>& U) {
+  const Mat<S> A = d * U.transpose().template triangularView<Eigen::Lower>();
+  return A.template triangularView<Eigen::StrictlyUpper>() * U;
+}
+
+template <class S>
+void bench_correction_scalar(const Config& cfg, const char* scalar) {
+  std::vector<Index> sizes = {576, 896, 1536, 4864};
+  if (cfg.full) sizes.insert(sizes.end(), {4096, 11008});
+  for (const Index n : sizes) {
+    const Mat<S> d = bench::synthetic_inputs<S>(n, n, 11);
+    // Any upper-triangular U with a positive diagonal times the same as an inverse factor.
+    Mat<S> U = bench::synthetic_inputs<S>(n, n, 12).template triangularView<Eigen::Upper>();
+    U.diagonal() = U.diagonal().cwiseAbs().array() + S(1);
+    Mat<S> panels, full;
+    const int reps = n > 4096 ? 1 : 3;
+    const double t_panels =
+        bench::time_best(reps, [&] { panels = loaq::internal::strictly_upper_product(d, U); }, n <= 4096);
+    const double t_full = bench::time_best(reps, [&] { full = full_width_correction(d, U); }, n <= 4096);
+    const double flops = 2.0 * double(n) * double(n) * double(n) / 3.0;  // the panels' count
+    std::printf("  %-6s %6ld %10.1f ms %7.1f GFLOP/s %10.1f ms %8.2fx %12.2e\n", scalar, long(n),
+                t_panels * 1e3, flops / t_panels * 1e-9, t_full * 1e3, t_full / t_panels,
+                double((panels - full).norm() / full.norm()));
+    std::fflush(stdout);
+  }
+}
+
+void bench_correction(const Config& cfg) {
+  std::printf("\nGPTAQ correction P = triu1(d U^T) U, %d thread(s): row panels of %ld against the "
+              "full-width triangular products\n", cfg.threads, long(loaq::internal::kCorrectionPanel));
+  std::printf("  %-6s %6s %13s %15s %13s %9s %12s\n", "scalar", "n", "panels", "rate", "full width",
+              "speedup", "rel. diff");
+  if (cfg.run_float) bench_correction_scalar<float>(cfg, "float");
+  if (cfg.run_double) bench_correction_scalar<double>(cfg, "double");
+}
+
 int usage() {
   std::fprintf(
       stderr,
       "usage: loaq_bench [--quick|--full] [--threads N] [--scalar float|double|both] "
       "[--export DIR]\n"
-      "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention]\n"
+      "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention,"
+      "correction]\n"
       "       [--shape NAME]\n");
   return 2;
 }
@@ -463,6 +507,7 @@ int main(int argc, char** argv) {
 
   if (cfg.runs("hadamard")) bench_hadamard(cfg);
   if (cfg.runs("attention")) bench_attention(cfg);
+  if (cfg.runs("correction")) bench_correction(cfg);
   if (!cfg.runs_shape_stages()) return 0;
 
   std::vector<Shape> shapes(std::begin(kSmol), std::end(kSmol));

@@ -236,3 +236,22 @@ TEST_CASE("GPTQ rejects bad input with a status, never NaN") {
   REQUIRE(loaq::gptq(W, gram(Xr), grid, opt, out, &diag).ok());
   CHECK(out.weight.allFinite());
 }
+
+TEST_CASE_TEMPLATE("GPTAQ's correction in row panels equals the full-width formula", Scalar, float,
+                   double) {
+  // n = 300: three panels of 128 rows, the last one short.
+  std::mt19937 rng(17);
+  const Index n = 300;
+  const loaq::Matrix<Scalar> d = loaq_test::random_matrix<Scalar>(n, n, rng, 1.0);
+  loaq::Matrix<Scalar> U = loaq_test::random_matrix<Scalar>(n, n, rng, 1.0).template triangularView<Eigen::Upper>();
+  U.diagonal() = U.diagonal().cwiseAbs().array() + Scalar(1);
+  // The formula in double, with dense products: triu₁(d·Uᵀ)·U.
+  const Eigen::MatrixXd dd = d.template cast<double>(), Ud = U.template cast<double>();
+  const Eigen::MatrixXd A = dd * Ud.transpose();
+  const Eigen::MatrixXd expected = Eigen::MatrixXd(A.triangularView<Eigen::StrictlyUpper>()) * Ud;
+  const loaq::Matrix<Scalar> P = loaq::internal::strictly_upper_product(d, U);
+  const double tol = std::is_same<Scalar, float>::value ? 1e-5 : 1e-13;
+  CHECK((P.template cast<double>() - expected).norm() / expected.norm() < tol);
+  // Zero on and below the diagonal, exactly.
+  CHECK(loaq::Matrix<Scalar>(P.template triangularView<Eigen::Lower>()).isZero(0));
+}
