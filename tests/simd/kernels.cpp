@@ -3,6 +3,7 @@
 // only their spread over threads varies).
 #include <doctest/doctest.h>
 
+#include <utility>
 #include <vector>
 
 #include <loaq/simd/quantize.hpp>
@@ -130,6 +131,19 @@ TEST_CASE_TEMPLATE("GPTQ and GPTAQ give bit-identical results for any thread cou
   const auto a1 = with_threads(1, gptaq), a2 = with_threads(2, gptaq);
   CHECK(a1.weight == a2.weight);
   CHECK(a1.codes == a2.codes);
+  // The LoaQ target W* (its B·Ĥ⁻¹ in blocks of rows over the threads; m = 600: four blocks).
+  const Eigen::MatrixXd G = 0.1 * loaq_test::random_matrix<double>(m, n, rng);
+  auto target = [&] {
+    loaq::QuantizedWeight<Scalar> out;
+    loaq::Matrix<Scalar> Wt;
+    REQUIRE(loaq::solve_target(W, acc.hessian(), &acc.cross(), &G, {0.5, 0.25}, grid, opt, out,
+                               nullptr, &Wt).ok());
+    return std::pair(Wt, out.codes);
+  };
+  const auto t1 = with_threads(1, target), t2 = with_threads(2, target), t3 = with_threads(3, target);
+  CHECK(t1.first == t2.first);
+  CHECK(t1.first == t3.first);
+  CHECK(t1.second == t2.second);
 }
 
 TEST_CASE_TEMPLATE("The inverse factor is bit-identical for any thread count", Scalar, float,

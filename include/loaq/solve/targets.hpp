@@ -5,8 +5,10 @@
 // guarantees it). Linear output (QEP/LLOA): G absent. α = β = 0 is GPTQ exactly.
 #pragma once
 
+#include <algorithm>
 #include <utility>
 
+#include "../tasks.hpp"
 #include "column_solver.hpp"
 
 namespace loaq {
@@ -34,8 +36,14 @@ Matrix<C> closed_form_target_in(const Eigen::MatrixBase<DW>& W, const Matrix<dou
   if (use_c) B.noalias() += C(weights.alpha) * (target * normalized(*Cs));
   if (use_g) B += C(weights.beta) * normalized(*G);
   if (permuted) B = B(Eigen::all, perm).eval();
-  const Matrix<C> BUt = B * U.transpose().template triangularView<Eigen::Lower>();
-  B.noalias() = BUt * U.template triangularView<Eigen::Upper>();
+  // Blocks of B's rows as tasks over the threads (Eigen runs triangular products on one); each
+  // block is summed exactly as the unsplit product (kTaskRows), so any thread count agrees.
+  const Index P = kTaskRows;
+  run_tasks({}, (B.rows() + P - 1) / P, [&](Index t) {
+    auto rows = B.middleRows(t * P, std::min(P, B.rows() - t * P));
+    const Matrix<C> BUt = rows * U.transpose().template triangularView<Eigen::Lower>();
+    rows.noalias() = BUt * U.template triangularView<Eigen::Upper>();
+  });
   for (Index j = 0; j < W.cols(); ++j) target.col(perm[std::size_t(j)]) += B.col(j);
   return target;
 }
