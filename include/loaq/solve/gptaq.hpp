@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "../tasks.hpp"
 #include "column_solver.hpp"
 
 namespace loaq {
@@ -22,16 +23,13 @@ template <class C>
 Matrix<C> strictly_upper_product(const Matrix<C>& d, const Matrix<C>& U) {
   const Index n = d.rows(), tasks = (n + kCorrectionPanel - 1) / kCorrectionPanel;
   Matrix<C> P = Matrix<C>::Zero(n, n);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1)
-#endif
-  for (Index t = 0; t < tasks; ++t) {  // the widest panels first
+  run_tasks({}, tasks, [&](Index t) {  // task 0 is the widest panel
     const Index s = t * kCorrectionPanel, h = std::min(kCorrectionPanel, n - s), w = n - s;
     const auto Us = U.bottomRightCorner(w, w);
     Matrix<C> A = d.block(s, s, h, w) * Us.transpose().template triangularView<Eigen::Lower>();
     A.leftCols(h).template triangularView<Eigen::Lower>().setZero();  // keep k > i only
     P.block(s, s, h, w).noalias() = A * Us.template triangularView<Eigen::Upper>();
-  }
+  });
   return P;
 }
 
@@ -52,9 +50,9 @@ Matrix<C> gptaq_correction_in(const Eigen::MatrixBase<D>& dXXT, const Matrix<C>&
 }  // namespace internal
 
 // P = α · triu₁(dXXT · Uᵀ) · U in solve order (dead columns of dXXT zeroed first, as the
-// reference; both products exploit the triangles, strictly_upper_product), in the solver's scalar (double with FactorPrecision::Double). With the normalized
-// factor, Ĥ⁻¹ = 4^−k·UᵀU, so dXXT is scaled by 4^−k first (exact): P does not depend on the
-// scale of the statistics.
+// reference; strictly_upper_product skips both triangles' zeros), in the solver's scalar (double
+// with FactorPrecision::Double). With the normalized factor, Ĥ⁻¹ = 4^−k·UᵀU, so dXXT is scaled by
+// 4^−k first (exact): P does not depend on the scale of the statistics.
 template <class Scalar, class D>
 Matrix<Scalar> gptaq_correction(const Eigen::MatrixBase<D>& dXXT,
                                 const PreparedHessian<Scalar>& prep, double alpha) {
