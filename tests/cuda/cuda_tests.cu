@@ -231,14 +231,26 @@ TEST_CASE("calibration statistics on the GPU equal the CPU's") {
   CHECK((C - cpu.cross()).norm() <= 1e-12 * cpu.cross().norm());
   CHECK((G - cpu.residual_cross()).norm() <= 1e-12 * cpu.residual_cross().norm());
   CHECK(H == H.transpose());
-  // The same refusals as the CPU's, before anything changes.
+  // The same refusals as the CPU's, before anything changes. The stream tracks C and G, so every
+  // batch must bring x, r̂ and r: a batch of x̂ alone is refused before its values are looked at.
   Eigen::MatrixXd bad = Eigen::MatrixXd::Ones(n, 4);
   bad(2, 1) = NAN;
-  CHECK(dev.add_batch(bad, bad, Eigen::MatrixXd::Zero(m, 4), Eigen::MatrixXd::Zero(m, 4)).status ==
-        loaq::Status::NonFiniteInput);
-  CHECK(dev.add_batch(Eigen::MatrixXd::Ones(n + 1, 4)).status == loaq::Status::ShapeMismatch);
-  CHECK(dev.add_batch(Eigen::MatrixXd::Ones(n, 4) * 1e160).status == loaq::Status::OutOfRange);
+  const Eigen::MatrixXd ones = Eigen::MatrixXd::Ones(n, 4), huge = ones * 1e160,
+                        r0 = Eigen::MatrixXd::Zero(m, 4);
+  auto same_refusal = [&](loaq::Report gpu_report, loaq::Report cpu_report, loaq::Status expected) {
+    CHECK(gpu_report.status == expected);
+    CHECK(cpu_report.status == expected);
+  };
+  same_refusal(dev.add_batch(bad, bad, r0, r0), cpu.add_batch(bad, bad, r0, r0),
+               loaq::Status::NonFiniteInput);
+  same_refusal(dev.add_batch(Eigen::MatrixXd::Ones(n + 1, 4)),
+               cpu.add_batch(Eigen::MatrixXd::Ones(n + 1, 4)), loaq::Status::ShapeMismatch);
+  same_refusal(dev.add_batch(ones), cpu.add_batch(ones), loaq::Status::InvalidArgument);
+  same_refusal(dev.add_batch(huge, huge, r0, r0), cpu.add_batch(huge, huge, r0, r0),
+               loaq::Status::OutOfRange);
   CHECK(dev.tokens() == cpu.tokens());
+  REQUIRE(dev.hessian(H).ok());
+  CHECK((H - cpu.hessian()).norm() <= 1e-12 * cpu.hessian().norm());
 }
 
 TEST_CASE_TEMPLATE("the GPU factor: the CPU's damping, escalation, fallback and statuses", S, float, double) {
