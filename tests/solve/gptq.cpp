@@ -153,6 +153,36 @@ TEST_CASE_TEMPLATE("dead columns are quantized to zero and do not break the solv
   }
 }
 
+TEST_CASE_TEMPLATE("a float Hessian is factored where it lies, with the bits of its double copy",
+                   Scalar, float, double) {
+  // prepare_hessian copies H only for dead columns or act-order, in H's own scalar, which holds
+  // those changes exactly: the same values as the double copy it used to make, so the same bits.
+  std::mt19937 rng(19);
+  const Index n = 40;
+  Eigen::MatrixXd X = loaq_test::random_inputs(n, 200, rng);
+  for (bool dead : {false, true}) {
+    if (dead) X.row(7).setZero();
+    const Eigen::MatrixXf Hf = gram(X).cast<float>();
+    const Eigen::MatrixXf Hf_copy = Hf;
+    for (bool act_order : {false, true}) {
+      for (auto precision : {loaq::FactorPrecision::Solver, loaq::FactorPrecision::Double}) {
+        loaq::PreparedHessian<Scalar> from_float, from_double;
+        REQUIRE(loaq::prepare_hessian(Hf, act_order, loaq::DampingPolicy{}, from_float, precision).ok());
+        REQUIRE(loaq::prepare_hessian(Hf.cast<double>(), act_order, loaq::DampingPolicy{}, from_double,
+                                      precision).ok());
+        CHECK((from_float.upper == from_double.upper));
+        CHECK((from_float.upper_double == from_double.upper_double));
+        CHECK(from_float.perm == from_double.perm);
+        CHECK(from_float.dead == from_double.dead);
+        CHECK(from_float.damping == from_double.damping);
+        CHECK(from_float.log4_scale == from_double.log4_scale);
+        CHECK(from_float.dead[7] == dead);
+      }
+    }
+    CHECK((Hf == Hf_copy));  // never modified, copied or not
+  }
+}
+
 TEST_CASE_TEMPLATE("with a diagonal Hessian GPTQ is round-to-nearest", Scalar, float, double) {
   std::mt19937 rng(13);
   const Index m = 10, n = 33;

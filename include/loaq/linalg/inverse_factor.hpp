@@ -225,6 +225,10 @@ Report check_symmetric(const Eigen::MatrixBase<Derived>& H, double tol = 1e-3) {
   return Report::success();
 }
 
+// Tag: the Hessian handed to InverseFactor::compute was already checked (square, finite,
+// symmetric).
+struct CheckedHessian {};
+
 // The damping attempts of InverseFactor::compute (shared with the CUDA backend): λ = percdamp ·
 // mean(diag H), percdamp growing by `growth` after each failed attempt (from 1e−4 when it starts
 // at 0). Each attempt factors A = (H·4^−k0 + λ0·I)·4^−k1, λ0 = λ·4^−k0: exact powers of four that
@@ -299,7 +303,6 @@ class InverseFactor {
   template <class Derived>
   InverseFactor& compute(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& policy = {}) {
     reset();
-    const Index n = H.rows();
     if (H.rows() != H.cols())
       return fail(Status::ShapeMismatch, "Hessian must be square, got " + std::to_string(H.rows()) +
                                              "×" + std::to_string(H.cols()));
@@ -308,6 +311,18 @@ class InverseFactor {
                   "Hessian holds NaN or Inf; check the calibration activations");
     if (Report r = internal::DampingSchedule::check(policy); !r.ok()) return fail(r.status, r.message);
     if (Report r = internal::check_symmetric(H); !r.ok()) return fail(r.status, r.message);
+    return compute(H, policy, internal::CheckedHessian{});
+  }
+
+  // The same for a Hessian the caller has already found square, finite and symmetric
+  // (prepare_hessian checks the caller's matrix, so that its messages name the caller's indices):
+  // two O(n²) passes fewer.
+  template <class Derived>
+  InverseFactor& compute(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& policy,
+                         internal::CheckedHessian) {
+    reset();
+    const Index n = H.rows();
+    if (Report r = internal::DampingSchedule::check(policy); !r.ok()) return fail(r.status, r.message);
     const double mean_diag = internal::mean_diagonal(H);
     if (!(mean_diag > 0))
       return fail(Status::NotPositiveDefinite,
@@ -353,10 +368,14 @@ class InverseFactor {
     if (info_ != Status::Success || H.rows() != n) return std::numeric_limits<double>::infinity();
     Eigen::VectorXd v(n);
     for (Index i = 0; i < n; ++i) v[i] = ((i * 7919) % 13) % 2 ? 1.0 : -0.5;  // fixed signs
-    const Matrix<double> U = upper_.template cast<double>();
-    const Eigen::VectorXd z = U.transpose().template triangularView<Eigen::Lower>() *
-                              (U.template triangularView<Eigen::Upper>() * v);
-    Eigen::VectorXd Hz = H.template cast<double>() * z;
+    // UᵀU·v and H·z column by column in double: no n × n double copy of U or H, which at
+    // n = 4096 would touch 134 MB for an O(n²) check.
+    Eigen::VectorXd y = Eigen::VectorXd::Zero(n), z(n), Hz = Eigen::VectorXd::Zero(n);
+    for (Index j = 0; j < n; ++j)
+      y.head(j + 1) += upper_.col(j).head(j + 1).template cast<double>() * v[j];
+    for (Index j = 0; j < n; ++j)
+      z[j] = upper_.col(j).head(j + 1).template cast<double>().dot(y.head(j + 1));
+    for (Index j = 0; j < n; ++j) Hz += H.col(j).template cast<double>() * z[j];
     for (Index i = 0; i < n; ++i)
       Hz[i] = internal::scale_pow4(Hz[i], log4_scale_) + scaled_damping_ * z[i];
     return (Hz - v).norm() / v.norm();

@@ -81,6 +81,31 @@ void take_factor(InverseFactor<S>& f, Out& out) {
 }
 }  // namespace internal
 
+namespace internal {
+// Factors a prepared H (checked, dead columns and solve order applied) into `out`: in the
+// solver's scalar when it is float, redone in double when that fails or is inaccurate.
+template <class Scalar, class Derived>
+Report factor_prepared(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& damping,
+                       FactorPrecision precision, PreparedHessian<Scalar>& out) {
+  if (!std::is_same<Scalar, double>::value && precision == FactorPrecision::Solver) {
+    InverseFactor<Scalar> f;
+    f.compute(H, damping, CheckedHessian{});
+    if (f.info() == Status::Success && f.residual(H) <= kFloatFactorTolerance) {
+      take_factor(f, out);
+      return Report::success();
+    }
+    out.double_fallback = true;
+  }
+  InverseFactor<double> f;
+  f.compute(H, damping, CheckedHessian{});
+  if (f.info() != Status::Success) return Report::fail(f.info(), f.message());
+  if (!std::is_same<Scalar, double>::value && precision == FactorPrecision::Double)
+    out.upper_double = f.upper();
+  take_factor(f, out);
+  return Report::success();
+}
+}  // namespace internal
+
 template <class Scalar, class Derived>
 Report prepare_hessian(const Eigen::MatrixBase<Derived>& H_in, bool act_order,
                        const DampingPolicy& damping, PreparedHessian<Scalar>& out,
@@ -93,28 +118,24 @@ Report prepare_hessian(const Eigen::MatrixBase<Derived>& H_in, bool act_order,
                         "Hessian holds NaN or Inf; check the calibration activations");
   if (Report r = internal::check_symmetric(H_in); !r.ok()) return r;
   const Index n = H_in.rows();
-  Matrix<double> H = H_in.template cast<double>();
   std::vector<double> diag(static_cast<std::size_t>(n));
-  for (Index i = 0; i < n; ++i) diag[std::size_t(i)] = H(i, i);
+  for (Index i = 0; i < n; ++i) diag[std::size_t(i)] = double(H_in(i, i));
   if (Report r = internal::order_columns(diag, act_order, out.dead, out.perm); !r.ok()) return r;
-  for (Index i = 0; i < n; ++i) H(i, i) = diag[std::size_t(i)];
-  if (act_order) H = H(out.perm, out.perm).eval();
-  if (!std::is_same<Scalar, double>::value && precision == FactorPrecision::Solver) {
-    InverseFactor<Scalar> f;
-    f.compute(H, damping);
-    if (f.info() == Status::Success && f.residual(H) <= internal::kFloatFactorTolerance) {
-      internal::take_factor(f, out);
-      return Report::success();
-    }
-    out.double_fallback = true;
+  // The factor reads H where it lies unless the preamble changes it (a dead column's diagonal,
+  // act-order's permutation): an n × n copy fewer in the common case. A copy keeps H's scalar,
+  // which holds those changes exactly (1 on the diagonal, a permutation).
+  using HMatrix = Matrix<typename Derived::Scalar>;
+  const bool any_dead = std::find(out.dead.begin(), out.dead.end(), true) != out.dead.end();
+  if (any_dead || act_order) {
+    HMatrix H = H_in;
+    for (Index i = 0; i < n; ++i) H(i, i) = typename Derived::Scalar(diag[std::size_t(i)]);
+    if (act_order) H = H(out.perm, out.perm).eval();
+    return internal::factor_prepared(H, damping, precision, out);
   }
-  InverseFactor<double> f;
-  f.compute(H, damping);
-  if (f.info() != Status::Success) return Report::fail(f.info(), f.message());
-  if (!std::is_same<Scalar, double>::value && precision == FactorPrecision::Double)
-    out.upper_double = f.upper();
-  internal::take_factor(f, out);
-  return Report::success();
+  if constexpr (bool(Derived::Flags & Eigen::DirectAccessBit))
+    return internal::factor_prepared(H_in, damping, precision, out);
+  else
+    return internal::factor_prepared(HMatrix(H_in), damping, precision, out);
 }
 
 }  // namespace loaq
