@@ -269,7 +269,9 @@ inline Args parse(const std::vector<std::string>& argv) {
 template <class WScalar>
 struct Problem {
   loaq::Matrix<WScalar> W;
-  Eigen::MatrixXd H;                    // the (plain) Hessian of x̂
+  Eigen::MatrixXd H;                    // the (plain) Hessian of x̂, accumulated or from an F64 file
+  loaq::Matrix<float> H_float;          // or the file's Hessian where float holds it exactly
+                                        // (F32/F16/BF16): no n × n double copy is made
   Eigen::MatrixXd Xhat, X, Rhat, R;     // token streams, when the file has them (width × T)
   const Eigen::MatrixXd* C = nullptr;   // input cross term
   const Eigen::MatrixXd* G = nullptr;   // residual cross term
@@ -329,7 +331,10 @@ Problem<Scalar> load(const Args& a, const loaq::io::SafetensorsReader& st) {
   if (use_hessian) {
     detail::check_memory(double(m), double(n), 0, false, false);
     p.W = st.matrix<Scalar>("weight");
-    p.H = st.matrix<double>("hessian", n, n);
+    if (st.info("hessian").dtype == loaq::io::DType::F64)
+      p.H = st.matrix<double>("hessian", n, n);
+    else
+      p.H_float = st.matrix<float>("hessian", n, n);
     return p;
   }
   if (!st.contains("inputs"))
@@ -384,9 +389,12 @@ void solve_and_write(const Args& a, Problem<WScalar>& p, const Grid& grid, std::
   if (a.method == "rtn") {
     r = loaq::rtn(p.W, grid, a.opt.group_size, a.opt.search, out);
   } else if (a.method == "gptq") {
-    if constexpr (std::is_same<WScalar, Scalar>::value)
-      if (!keep_weight) r = loaq::gptq(std::move(p.W), p.H, grid, a.opt, out, &diag);
-    if (keep_weight) r = loaq::gptq(p.W, p.H, grid, a.opt, out, &diag);
+    auto solve = [&](const auto& H) {
+      if constexpr (std::is_same<WScalar, Scalar>::value)
+        if (!keep_weight) return loaq::gptq(std::move(p.W), H, grid, a.opt, out, &diag);
+      return loaq::gptq(p.W, H, grid, a.opt, out, &diag);
+    };
+    r = p.H_float.size() ? solve(p.H_float) : solve(p.H);
   } else if (a.method == "gptaq") {
     if constexpr (std::is_same<WScalar, Scalar>::value)
       if (!keep_weight) r = loaq::gptaq(std::move(p.W), p.H, *p.C, grid, a.opt, a.alpha, out, &diag);
@@ -415,10 +423,11 @@ void solve_and_write(const Args& a, Problem<WScalar>& p, const Grid& grid, std::
   }
   if (a.report_errors) {
     const Eigen::MatrixXd Wd = p.W.template cast<double>(), Qd = out.weight.template cast<double>();
-    if (p.H.size()) {
+    if (p.H.size() || p.H_float.size()) {
       const Eigen::MatrixXd D = Wd - Qd;
-      std::snprintf(line, sizeof line, "proxy_error tr((W-Q)H(W-Q)^T) %.6g\n",
-                    (D * p.H).cwiseProduct(D).sum());
+      const double proxy = p.H.size() ? (D * p.H).cwiseProduct(D).sum()
+                                      : (D * p.H_float.template cast<double>()).cwiseProduct(D).sum();
+      std::snprintf(line, sizeof line, "proxy_error tr((W-Q)H(W-Q)^T) %.6g\n", proxy);
       log << line;
     }
     // What the layer really outputs against the FP model, when the token streams are known.

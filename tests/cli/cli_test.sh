@@ -74,6 +74,15 @@ expect_err "0 tokens" "$Q" --in "$tmp/zero_tokens.st" --out "$tmp/x.st"
 expect_err "needs about" "$Q" --in "$tmp/huge_n.st" --out "$tmp/x.st"
 expect_err "not symmetric" "$Q" --in "$tmp/asym.st" --out "$tmp/x.st"
 expect_err "at least one row" "$Q" --in "$tmp/empty_weight.st" --out "$tmp/x.st"
+expect_err "NaN or Inf" "$Q" --in "$tmp/h32_nan.st" --out "$tmp/x.st"
+expect_err "not symmetric" "$Q" --in "$tmp/asym32.st" --out "$tmp/x.st"
+for opts in "" "--act-order" "--scalar double" "--act-order --group 4 --report-errors"; do
+  "$Q" --in "$tmp/h32.st" --out "$tmp/o32.st" $opts >"$tmp/log32" 2>&1 &&
+    "$Q" --in "$tmp/h64.st" --out "$tmp/o64.st" $opts >"$tmp/log64" 2>&1 &&
+    cmp -s "$tmp/o32.st" "$tmp/o64.st" &&
+    diff <(grep -v "solve\|total" "$tmp/log32") <(grep -v "solve\|total" "$tmp/log64") >/dev/null && ok ||
+    bad "an F32 Hessian and its F64 copy give different results ($opts)"
+done
 finite() {  # every F32 value of the output file is finite
   python3 - "$1" <<'PY'
 import json, math, struct, sys

@@ -59,6 +59,19 @@ def main(out):
     asym[3 * n + 9] += 0.5 * abs(H[3 * n + 3])
     write(out + "/asym.st", {"weight": ("F32", [m, n], W), "hessian": ("F64", [n, n], asym)})
     write(out + "/empty_weight.st", {"weight": ("F32", [0, n], []), "hessian": ("F64", [n, n], H)})
+    # One Hessian stored as F32 and as F64 (values float holds exactly; column 5 dead): the CLI
+    # reads an F32 Hessian without a double copy, and must give the same bits.
+    H32 = [struct.unpack("<f", struct.pack("<f", h))[0] for h in H]
+    for i in range(n):
+        H32[5 * n + i] = H32[i * n + 5] = 0.0
+    write(out + "/h32.st", {"weight": ("F32", [m, n], W), "hessian": ("F32", [n, n], H32)})
+    write(out + "/h64.st", {"weight": ("F32", [m, n], W), "hessian": ("F64", [n, n], H32)})
+    nan32 = list(H32)
+    nan32[2 * n + 2] = float("nan")
+    write(out + "/h32_nan.st", {"weight": ("F32", [m, n], W), "hessian": ("F32", [n, n], nan32)})
+    asym32 = list(H32)
+    asym32[3 * n + 9] += 0.5 * abs(H32[3 * n + 3])
+    write(out + "/asym32.st", {"weight": ("F32", [m, n], W), "hessian": ("F32", [n, n], asym32)})
 
 
 if __name__ == "__main__":
