@@ -10,7 +10,8 @@ parameters refreshed every `group` columns from the block-start W).
 
 Each file holds `weight` [m,n], `hessian` [n,n] (float32), loaq's result `loaq_weight` and, in
 the metadata, loaq's best time for the same solve (`loaq_seconds`) and its settings. Prints
-both times, the speedup, and how many codes agree. Needs Debian's python3-torch (CPU); with
+both times, the speedup, and how many codes agree. Needs Debian's python3-torch (CPU) with an
+optimized BLAS (libopenblas0-pthread; it refuses to time the netlib reference BLAS); with
 --device cuda, a CUDA build of torch (the layers loaq_cuda_bench exports, solved on the same GPU).
 """
 import argparse
@@ -102,6 +103,19 @@ def fasterquant(W, H, bits, group, blocksize, percdamp):
     return Q, scales
 
 
+def blas_gflops(device):
+    """float32 GEMM rate of torch's BLAS at 1024³, GFLOP/s (best of 3)."""
+    a = torch.randn(1024, 1024, device=device)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a.matmul(a)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 1024 ** 3 / best / 1e9
+
+
 def time_cli(cli, path, threads, bits, group, blocksize, percdamp, reps):
     """Best wall time of `loaq-quantize` on the layer, and its dequantized weight."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,12 +142,21 @@ def main():
                     help="also time this loaq-quantize end to end (process start, reading the "
                          "layer, solve, writing the result) on the same layer and threads")
     ap.add_argument("--device", default="cpu", help="torch device of the solve (cpu or cuda)")
+    ap.add_argument("--allow-slow-blas", action="store_true",
+                    help="time torch even when its BLAS runs below 20 GFLOP/s")
     ap.add_argument("layers", nargs="+")
     args = ap.parse_args()
 
     device = torch.device(args.device)
     where = "the CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"torch {torch.__version__}, float32 on {where}")
+    # Debian's torch multiplies with whatever libblas.so.3 the alternatives system names; the
+    # netlib reference BLAS is 10-20x slower than OpenBLAS and would flatter loaq.
+    rate = blas_gflops(device)
+    print(f"torch's GEMM: {rate:.1f} GFLOP/s at 1024^3")
+    if device.type == "cpu" and rate < 20 and not args.allow_slow_blas:
+        sys.exit("torch's BLAS is too slow to be a fair peer (the reference BLAS?): "
+                 "apt-get install libopenblas0-pthread, or pass --allow-slow-blas")
     head = (f"{'layer':<22} {'threads':>7} {'loaq [s]':>9} {'torch [s]':>10} {'speedup':>8} "
             f"{'codes equal':>12}")
     if args.cli:
@@ -142,20 +165,24 @@ def main():
     for path in args.layers:
         t, meta = read_safetensors(path)
         threads = args.threads or int(meta.get("threads", "1"))
-        torch.set_num_threads(threads)
         bits, group = int(meta["bits"]), int(meta["group"])
         blocksize, percdamp = int(meta["blocksize"]), float(meta["percdamp"])
         W, H = t["weight"].to(device), t["hessian"].to(device)
         big = W.numel() > 4_000_000
         reps = min(2, args.reps) if big else args.reps  # as loaq_bench: best of 2 on 7B
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            Q, scales = fasterquant(W, H, bits, group, blocksize, percdamp)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0)
-        t_torch = min(times)  # best of reps, as loaq_bench
+        # torch's own threads beside OpenBLAS's (which follow OMP_NUM_THREADS) can fight over
+        # the cores: with more than one thread the peer also runs with one torch thread, and its
+        # better time counts.
+        t_torch = float("inf")
+        for torch_threads in sorted({threads, 1}, reverse=True):
+            torch.set_num_threads(torch_threads)
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                Q, scales = fasterquant(W, H, bits, group, blocksize, percdamp)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t_torch = min(t_torch, time.perf_counter() - t0)  # best, as loaq_bench
+        torch.set_num_threads(threads)
         t_loaq = float(meta["loaq_seconds"])
         # A code differs when the dequantized values differ by more than a quarter step.
         n = W.shape[1]

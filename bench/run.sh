@@ -8,7 +8,8 @@
 # THREADS defaults to 1. Environment: LOAQ_BENCH_BUILD (build folder, default build-bench),
 # LOAQ_USE_LAPACK=ON to factor with OpenBLAS potrf+trtri instead of Eigen, LOAQ_BENCH_SHAPE=NAME
 # to run one shape only (e.g. llama7b_4096x4096), LOAQ_BENCH_ONLY=stages (loaq_bench --only).
-# Needs cmake, Eigen 3.4, xsimd 8, nlohmann-json; for the side-by-side Debian's python3-torch;
+# Needs cmake, Eigen 3.4, xsimd 8, nlohmann-json; for the side-by-side Debian's python3-torch and
+# libopenblas0-pthread (torch's GEMMs go through libblas.so.3);
 # for the OpenBLAS columns libopenblas-dev and liblapacke-dev.
 set -euo pipefail
 
@@ -46,5 +47,5 @@ elif /usr/bin/python3 -c "import torch" 2>/dev/null; then
   OMP_NUM_THREADS=$threads /usr/bin/python3 "$src/bench/reference_gptq.py" --threads "$threads" \
     --cli "$cli" "$layers"/*.safetensors
 else
-  echo "skipped: /usr/bin/python3 has no torch (apt-get install python3-torch)"
+  echo "skipped: /usr/bin/python3 has no torch (apt-get install python3-torch libopenblas0-pthread)"
 fi
