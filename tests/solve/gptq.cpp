@@ -181,6 +181,17 @@ TEST_CASE_TEMPLATE("a float Hessian is factored where it lies, with the bits of 
     }
     CHECK((Hf == Hf_copy));  // never modified, copied or not
   }
+  // An expression (no storage to read in place) is evaluated once, to the same bits; a strided
+  // view is read in place.
+  const Eigen::MatrixXd H = gram(X);
+  Eigen::MatrixXd wide = Eigen::MatrixXd::Zero(2 * n, 2 * n);
+  wide.topLeftCorner(n, n) = H;
+  loaq::PreparedHessian<Scalar> plain, expr, view;
+  REQUIRE(loaq::prepare_hessian(H, false, loaq::DampingPolicy{}, plain).ok());
+  REQUIRE(loaq::prepare_hessian(H * 1.0, false, loaq::DampingPolicy{}, expr).ok());
+  REQUIRE(loaq::prepare_hessian(wide.topLeftCorner(n, n), false, loaq::DampingPolicy{}, view).ok());
+  CHECK((expr.upper == plain.upper));
+  CHECK((view.upper == plain.upper));
 }
 
 TEST_CASE_TEMPLATE("with a diagonal Hessian GPTQ is round-to-nearest", Scalar, float, double) {
