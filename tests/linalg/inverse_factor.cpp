@@ -5,12 +5,19 @@
 
 using loaq::Index;
 
+namespace {
+// 2·X·Xᵀ of n random features over T tokens: a GPTQ Hessian.
+Eigen::MatrixXd random_hessian(Index n, Index T, unsigned seed) {
+  std::mt19937 rng(seed);
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, T, rng);
+  return 2.0 * X * X.transpose();
+}
+}  // namespace
+
 TEST_CASE_TEMPLATE("inverse factor is the upper Cholesky factor of the damped inverse", Scalar,
                    float, double) {
-  std::mt19937 rng(21);
   const Index n = 57;
-  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 300, rng);
-  const Eigen::MatrixXd H = 2.0 * X * X.transpose();
+  const Eigen::MatrixXd H = random_hessian(n, 300, 21);
   const Eigen::MatrixXd H_copy = H;
   loaq::InverseFactor<Scalar> f;
   f.compute(H.cast<Scalar>(), loaq::DampingPolicy{});
@@ -90,10 +97,8 @@ TEST_CASE("a non-symmetric Hessian is refused; float-GEMM rounding is not") {
 
 TEST_CASE_TEMPLATE("the factor is exact under power-of-4 scaling and finite at any representable scale",
                    Scalar, float, double) {
-  std::mt19937 rng(31);
   const Index n = 50;
-  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 400, rng);
-  const Eigen::MatrixXd H = 2.0 * X * X.transpose();
+  const Eigen::MatrixXd H = random_hessian(n, 400, 31);
   loaq::InverseFactor<Scalar> base, f;
   REQUIRE(base.compute(H).info() == loaq::Status::Success);
   for (int j : {-300, -40, -3, 5, 60, 400}) {
@@ -120,10 +125,8 @@ TEST_CASE_TEMPLATE("the factor's accuracy check is the dense formula, without de
                    Scalar, float, double) {
   // residual() works column by column in double; it must equal ‖(H + λI)·4^−k·UᵀU·v − v‖/‖v‖
   // formed with dense double matrices, for the documented fixed probe v.
-  std::mt19937 rng(37);
   const Index n = 45;
-  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 300, rng);
-  const Eigen::MatrixXd H = 2.0 * X * X.transpose();
+  const Eigen::MatrixXd H = random_hessian(n, 300, 37);
   loaq::InverseFactor<Scalar> f;
   REQUIRE(f.compute(H).info() == loaq::Status::Success);
   Eigen::VectorXd v(n);
