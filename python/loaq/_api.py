@@ -5,7 +5,7 @@ inputs are token rows ``[T, n]`` (or ``[batch, seq, n]``), residual streams ``[T
 The C++ library sees inputs as n × T; a C-ordered ``[T, n]`` array *is* that matrix, so no
 transpose or copy is made. Arrays with any positive strides (C order, F order, slices) are mapped
 in place; only a dtype conversion (float16 → float32, a weight whose dtype differs from the
-solver's, a float32 Hessian → float64) copies.
+solver's, a float32 Hessian for a solver other than GPTQ → float64) copies.
 """
 
 from __future__ import annotations
@@ -343,11 +343,12 @@ def _options(block_size, group_size, act_order, static_groups, mse, mse_norm, ms
                 growth=float(damp_growth), max_attempts=int(damp_attempts))
 
 
-def _hessian(h: Any, n: int, name: str = "hessian"):
-    """An array Ĥ (float64 view, float32 upcast) or a loaq statistics object."""
+def _hessian(h: Any, n: int, name: str = "hessian", keep_float32: bool = False):
+    """An array Ĥ (float64 view; float32 upcast unless ``keep_float32``: GPTQ reads it in place,
+    exactly) or a loaq statistics object."""
     if isinstance(h, (CalibrationAccumulator, ObjectiveStats)):
         return None, h._core
-    return matrix(h, name, np.float64, n, n), None
+    return matrix(h, name, None if keep_float32 else np.float64, n, n), None
 
 
 def _weight(weight: Any, dtype: Any) -> np.ndarray:
@@ -393,7 +394,7 @@ def gptq(weight: Any, hessian: Any, *, bits: Optional[int] = None, sym: bool = F
     ``e = (w − q)/U_jj`` is spread onto the remaining columns: ``W[:, j:] −= e · U[j, j:]``.
     """
     weight = _weight(weight, dtype)
-    h, st = _hessian(hessian, weight.shape[1])
+    h, st = _hessian(hessian, weight.shape[1], keep_float32=True)
     return _call("gptq", weight, hessian=h, stats=st, dtype=dtype,
                  grid_args=_grid(grid, bits, sym, full_range, levels),
                  option_args=_options(block_size, group_size, act_order, static_groups, mse,

@@ -9,7 +9,7 @@ version: str
 simd: str
 openmp: bool
 
-def solve(method: int, weight: NDArray[Any], hessian: Optional[NDArray[np.float64]],
+def solve(method: int, weight: NDArray[Any], hessian: Optional[NDArray[Any]],
           dxxt: Optional[NDArray[np.float64]], c: Optional[NDArray[np.float64]],
           g: Optional[NDArray[np.float64]], stats: Optional[object], *, grid_kind: int, bits: int,
           sym: bool, full_range: bool, levels: Sequence[float], alpha: float, beta: float,

@@ -297,8 +297,14 @@ nb::dict solve_typed(const SolveArgs& a, const Array& W, const std::optional<Arr
   req.weights = {a.alpha, a.beta};
   req.want_target = a.want_target;
   Mapped<double> hm_, dm_, cv, gv;
+  Mapped<float> hf_;
   std::optional<View<double>> h, d;
-  if (H) map_matrix(*H, "hessian", hm_), req.H = hm_.get();
+  // GPTQ reads a float32 Hessian where it lies; the other solvers take float64 (the Python side
+  // upcasts for them).
+  if (H && req.method == Method::Gptq && is<float>(*H))
+    map_matrix(*H, "hessian", hf_), req.H_float = hf_.get();
+  else if (H)
+    map_matrix(*H, "hessian", hm_), req.H = hm_.get();
   if (D) map_matrix(*D, "dXXT", dm_), req.dXXT = dm_.get();
   loaq::Matrix<double> c, g;
   if (C) map_matrix(*C, "C", cv);
@@ -353,7 +359,7 @@ nb::dict solve_typed(const SolveArgs& a, const Array& W, const std::optional<Arr
     }
     if (rep.ok()) {
       if ((req.method == Method::Gptq || req.method == Method::Gptaq ||
-           req.method == Method::Target) && !req.H)
+           req.method == Method::Target) && !req.H && !req.H_float)
         rep = loaq::Report::fail(loaq::Status::InvalidArgument, "a Hessian is required");
       else if (req.method == Method::Gptaq && !req.dXXT)
         rep = loaq::Report::fail(loaq::Status::InvalidArgument, "GPTAQ needs dXXT");

@@ -23,6 +23,7 @@ struct Request {
   const View<S>* W = nullptr;
   loaq::Matrix<S>* W_owned = nullptr;    // gptq, gptaq: W's own copy, handed to the solver
   const View<double>* H = nullptr;       // gptq, gptaq, target
+  const View<float>* H_float = nullptr;  // gptq: a float32 Ĥ read in place (float holds it exactly)
   const View<double>* dXXT = nullptr;    // gptaq
   const loaq::Matrix<double>* C = nullptr;  // target (may stay null)
   const loaq::Matrix<double>* G = nullptr;  // target (may stay null)
@@ -63,9 +64,13 @@ loaq::Report run(const Request<typename Grid::Scalar>& r, const Grid& grid,
   out.has_diag = r.method != Method::Rtn;
   out.has_target = r.want_target;
   switch (r.method) {
-    case Method::Gptq:
-      if (r.W_owned) return loaq::gptq(std::move(*r.W_owned), *r.H, grid, r.options, out.q, &out.diag);
-      return loaq::gptq(*r.W, *r.H, grid, r.options, out.q, &out.diag);
+    case Method::Gptq: {
+      auto solve = [&](const auto& H) {
+        if (r.W_owned) return loaq::gptq(std::move(*r.W_owned), H, grid, r.options, out.q, &out.diag);
+        return loaq::gptq(*r.W, H, grid, r.options, out.q, &out.diag);
+      };
+      return r.H_float ? solve(*r.H_float) : solve(*r.H);
+    }
     case Method::Gptaq:
       if (r.W_owned)
         return loaq::gptaq(std::move(*r.W_owned), *r.H, *r.dXXT, grid, r.options, r.alpha, out.q,

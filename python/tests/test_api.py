@@ -91,10 +91,33 @@ def test_weight_dtype_chooses_the_solver_and_dtype_overrides(small_layer):
     assert loaq.gptq(W.astype(np.float64), H).weight.dtype == np.float64
     assert loaq.gptq(W, H, dtype="float64").weight.dtype == np.float64
     assert loaq.gptq(W.astype(np.float16), H).weight.dtype == np.float32
-    # A float32 Hessian is upcast (same codes as float64 on this well-scaled layer).
-    a = loaq.gptq(W, H.astype(np.float32), bits=4)
-    b = loaq.gptq(W, H, bits=4)
-    assert np.mean(a.codes == b.codes) > 0.99
+    # A float32 Hessian is read in place: the same bits as its exact float64 copy, for both
+    # solver scalars and with act-order (which makes the solver permute a copy of it).
+    H32 = H.astype(np.float32)
+    for kw in ({}, {"dtype": "float64"}, {"act_order": True}):
+        a = loaq.gptq(W, H32, bits=4, **kw)
+        b = loaq.gptq(W, H32.astype(np.float64), bits=4, **kw)
+        assert np.array_equal(a.codes, b.codes) and np.array_equal(a.weight, b.weight)
+        assert a.loss == b.loss
+    c = loaq.gptq(W, H, bits=4)  # and close to the float64 Hessian's on this well-scaled layer
+    assert np.mean(loaq.gptq(W, H32, bits=4).codes == c.codes) > 0.99
+    # No float64 copy of it is made on the Python side (numpy's allocations are traced).
+    import tracemalloc
+    n = 512
+    rng = np.random.default_rng(3)
+    Xl = rng.standard_normal((4 * n, n)).astype(np.float32)
+    Hl = np.asfortranarray(2 * Xl.T @ Xl)
+    Wl = rng.standard_normal((4, n)).astype(np.float32)
+    tracemalloc.start()
+    loaq.gptq(Wl, Hl, bits=4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < Hl.nbytes  # an upcast alone would be 2 × Hl.nbytes
+    # A float32 Hessian with a NaN is refused as the float64 one is.
+    bad = H32.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(loaq.NonFiniteInputError):
+        loaq.gptq(W, bad)
 
 
 def test_result_fields_are_consistent(small_layer):
