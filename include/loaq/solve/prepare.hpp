@@ -79,9 +79,7 @@ void take_factor(InverseFactor<S>& f, Out& out) {
   out.attempts = f.attempts();
   out.failed_pivot = f.failed_pivot();
 }
-}  // namespace internal
 
-namespace internal {
 // Factors a prepared H (checked, dead columns and solve order applied) into `out`: in the
 // solver's scalar when it is float, redone in double when that fails or is inaccurate.
 template <class Scalar, class Derived>
