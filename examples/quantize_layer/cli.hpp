@@ -425,8 +425,8 @@ void solve_and_write(const Args& a, Problem<WScalar>& p, const Grid& grid, std::
     const Eigen::MatrixXd Wd = p.W.template cast<double>(), Qd = out.weight.template cast<double>();
     if (p.H.size() || p.H_float.size()) {
       const Eigen::MatrixXd D = Wd - Qd;
-      const double proxy = p.H.size() ? (D * p.H).cwiseProduct(D).sum()
-                                      : (D * p.H_float.template cast<double>()).cwiseProduct(D).sum();
+      auto trace = [&](const auto& H) { return (D * H.template cast<double>()).cwiseProduct(D).sum(); };
+      const double proxy = p.H.size() ? trace(p.H) : trace(p.H_float);
       std::snprintf(line, sizeof line, "proxy_error tr((W-Q)H(W-Q)^T) %.6g\n", proxy);
       log << line;
     }

@@ -311,7 +311,7 @@ class InverseFactor {
                   "Hessian holds NaN or Inf; check the calibration activations");
     if (Report r = internal::DampingSchedule::check(policy); !r.ok()) return fail(r.status, r.message);
     if (Report r = internal::check_symmetric(H); !r.ok()) return fail(r.status, r.message);
-    return compute(H, policy, internal::CheckedHessian{});
+    return factor(H, policy);
   }
 
   // The same for a Hessian the caller has already found square, finite and symmetric
@@ -321,43 +321,8 @@ class InverseFactor {
   InverseFactor& compute(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& policy,
                          internal::CheckedHessian) {
     reset();
-    const Index n = H.rows();
     if (Report r = internal::DampingSchedule::check(policy); !r.ok()) return fail(r.status, r.message);
-    const double mean_diag = internal::mean_diagonal(H);
-    if (!(mean_diag > 0))
-      return fail(Status::NotPositiveDefinite,
-                  "Hessian diagonal has a non-positive mean; it is not a Gram matrix of inputs");
-    internal::DampingSchedule schedule(mean_diag, policy);
-    while (schedule.next()) {
-      // A = J·(H/4^k0 + λ0·I)·J / 4^k1, every scaling an exact power of two: x·4^−k0·4^−k1 as
-      // four exact multiplications by 2^−k0, 2^−k0, 2^−k1, 2^−k1 (the powers computed once).
-      const double h0 = schedule.half0(), h1 = schedule.half1();
-      upper_ = H.reverse().template cast<double>().unaryExpr([h0, h1](double x) {
-                 return x * h0 * h0 * h1 * h1;
-               }).template cast<Scalar>();
-      for (Index i = 0; i < n; ++i)
-        upper_(i, i) = Scalar(schedule.damped_diagonal(double(H(n - 1 - i, n - 1 - i))));
-      const Index pivot = internal::cholesky_lower_inplace(upper_);
-      attempts_ = schedule.attempts();
-      if (pivot < 0) {
-        internal::invert_lower_inplace(upper_);
-        upper_.template triangularView<Eigen::StrictlyUpper>().setZero();
-        upper_.reverseInPlace();  // J L'⁻¹ J is upper triangular
-        if (internal::all_finite(upper_)) {
-          damping_ = schedule.damping();
-          relative_damping_ = schedule.percdamp();
-          log4_scale_ = schedule.log4_scale();
-          scaled_damping_ = schedule.scaled_damping();
-          info_ = Status::Success;
-          return *this;
-        }
-        // Tiny positive pivots whose inverse overflows the scalar: more damping, as for a failure.
-      } else if (failed_pivot_ < 0) {
-        failed_pivot_ = n - 1 - pivot;  // back to H's index
-      }
-    }
-    upper_.resize(0, 0);
-    return fail(Status::NotPositiveDefinite, schedule.failure(failed_pivot_));
+    return factor(H, policy);
   }
 
   // ‖(H + λI)·4^(−k)·UᵀU·v − v‖ / ‖v‖ for a fixed probe v: how far UᵀU is from the inverse.
@@ -399,6 +364,47 @@ class InverseFactor {
   Index failed_pivot() const { return failed_pivot_; }
 
  private:
+  // The damping loop on a checked H with a checked policy.
+  template <class Derived>
+  InverseFactor& factor(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& policy) {
+    const Index n = H.rows();
+    const double mean_diag = internal::mean_diagonal(H);
+    if (!(mean_diag > 0))
+      return fail(Status::NotPositiveDefinite,
+                  "Hessian diagonal has a non-positive mean; it is not a Gram matrix of inputs");
+    internal::DampingSchedule schedule(mean_diag, policy);
+    while (schedule.next()) {
+      // A = J·(H/4^k0 + λ0·I)·J / 4^k1, every scaling an exact power of two: x·4^−k0·4^−k1 as
+      // four exact multiplications by 2^−k0, 2^−k0, 2^−k1, 2^−k1 (the powers computed once).
+      const double h0 = schedule.half0(), h1 = schedule.half1();
+      upper_ = H.reverse().template cast<double>().unaryExpr([h0, h1](double x) {
+                 return x * h0 * h0 * h1 * h1;
+               }).template cast<Scalar>();
+      for (Index i = 0; i < n; ++i)
+        upper_(i, i) = Scalar(schedule.damped_diagonal(double(H(n - 1 - i, n - 1 - i))));
+      const Index pivot = internal::cholesky_lower_inplace(upper_);
+      attempts_ = schedule.attempts();
+      if (pivot < 0) {
+        internal::invert_lower_inplace(upper_);
+        upper_.template triangularView<Eigen::StrictlyUpper>().setZero();
+        upper_.reverseInPlace();  // J L'⁻¹ J is upper triangular
+        if (internal::all_finite(upper_)) {
+          damping_ = schedule.damping();
+          relative_damping_ = schedule.percdamp();
+          log4_scale_ = schedule.log4_scale();
+          scaled_damping_ = schedule.scaled_damping();
+          info_ = Status::Success;
+          return *this;
+        }
+        // Tiny positive pivots whose inverse overflows the scalar: more damping, as for a failure.
+      } else if (failed_pivot_ < 0) {
+        failed_pivot_ = n - 1 - pivot;  // back to H's index
+      }
+    }
+    upper_.resize(0, 0);
+    return fail(Status::NotPositiveDefinite, schedule.failure(failed_pivot_));
+  }
+
   void reset() {
     info_ = Status::Success;
     message_.clear();
