@@ -214,7 +214,8 @@ TEST_CASE("safetensors writes are atomic: temporary file, then rename") {
   const std::vector<char> old_bytes((std::istreambuf_iterator<char>(old)), std::istreambuf_iterator<char>());
   CHECK(old_bytes == big.bytes());
 
-  // --out equal to --in: the reader holds its bytes, so writing over its file is safe.
+  // --out equal to --in: the reader keeps the file it opened (the atomic write replaces the
+  // name, not the contents), so writing over its file is safe.
   const SafetensorsReader in(out);
   SafetensorsWriter again;
   again.add_vector("v", in.vector<float>("v") * 2.f, DType::F32);
@@ -225,6 +226,59 @@ TEST_CASE("safetensors writes are atomic: temporary file, then rename") {
   fs::create_directories(dir.path / "taken" / "child");
   CHECK_THROWS_WITH_AS(small.write(dir / "taken"), doctest::Contains("rename"), loaq::io::format_error);
   CHECK(dir.names() == std::vector<std::string>{"out.safetensors", "taken"});
+}
+
+// A regular file stays open and each tensor is read from it when asked for, in chunks of whole
+// rows; what comes back is exactly what the in-memory reader of the same bytes gives.
+TEST_CASE("safetensors files are read tensor by tensor, in row chunks, from the open file") {
+  TempDir dir;
+  // 1031 × 1021 F32 is over the reader's 4 MiB chunk: rows end mid-tile at both chunk edges.
+  const Eigen::MatrixXf big = Eigen::MatrixXf::Random(1031, 1021);
+  const Eigen::MatrixXd wide = Eigen::MatrixXd::Random(3, 200000);  // 4.8 MB in 2 rows per chunk
+  SafetensorsWriter w;
+  w.add_matrix("f32", big, DType::F32);
+  w.add_matrix("f16", big, DType::F16);
+  w.add_matrix("bf16", big.topRows(7), DType::BF16);
+  w.add_matrix("f64", wide, DType::F64);
+  w.add_vector("v", Eigen::VectorXf::LinSpaced(5, -1, 1), DType::F32);
+  const std::string path = dir / "layer.safetensors";
+  w.write(path);
+  const SafetensorsReader file(path), mem(w.bytes(), "mem");
+  CHECK((file.matrix<float>("f32") == big));
+  CHECK((file.matrix<double>("f32") == big.cast<double>()));
+  CHECK((file.matrix<float>("f16") == mem.matrix<float>("f16")));
+  CHECK((file.matrix<float>("bf16") == mem.matrix<float>("bf16")));
+  CHECK((file.matrix<double>("f64") == wide));
+  CHECK((file.vector<float>("v") == mem.vector<float>("v")));
+  for (const auto& n : file.tensor_names()) CHECK(file.raw(n) == mem.raw(n));
+
+  // Copies share the open file, and several threads may read through it at once.
+  const SafetensorsReader copy = file;
+  Eigen::MatrixXf a, b;
+  std::thread t1([&] { a = copy.matrix<float>("f32"); });
+  std::thread t2([&] { b = file.matrix<float>("f16"); });
+  t1.join();
+  t2.join();
+  CHECK((a == big));
+  CHECK((b == mem.matrix<float>("f16")));
+
+  // The file replaced (as the atomic writer does): the reader keeps the contents it opened.
+  SafetensorsWriter other;
+  other.add_vector("v", Eigen::VectorXf::Zero(5), DType::F32);
+  other.write(path);
+  CHECK((file.matrix<float>("f32") == big));
+
+  // A file cut short after it was opened (in the middle of "f32"; tensors lie in name order):
+  // what lies past the cut is a format_error, what lies before it still reads.
+  const std::string cut = dir / "cut.safetensors";
+  w.write(cut);
+  const SafetensorsReader shrunk(cut);
+  fs::resize_file(cut, fs::file_size(cut) / 3);
+  CHECK((shrunk.matrix<float>("f16") == mem.matrix<float>("f16")));
+  CHECK_THROWS_WITH_AS(shrunk.matrix<float>("f32"), doctest::Contains("truncated after it was opened"),
+                       loaq::io::format_error);
+  CHECK_THROWS_WITH_AS(shrunk.raw("v"), doctest::Contains("file ends inside tensor 'v'"),
+                       loaq::io::format_error);
 }
 
 // The fuzzer's seeds (tests/fuzz/corpus/safetensors_fuzz) are valid files; regression inputs

@@ -12,6 +12,8 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -67,10 +69,12 @@ struct TensorInfo {
 };
 
 // Reads the 8-byte header length, checks it against kMaxHeaderBytes and (for a regular file)
-// the file size, reads and validates the header, then reads only the data section the header
+// the file size, then reads and validates the header. A regular file stays open and each tensor
+// is read from it when asked for, so a program pays (in time and memory) only for the tensors it
+// uses; a stream (a FIFO, standard input) is read up to the end of the data section the header
 // declares. Nothing is allocated that the file has not backed with bytes: /dev/zero, a FIFO, a
 // file with a lying header or a huge file with a small header are all handled. Every malformed,
-// truncated or lying input is a format_error.
+// truncated or lying input is a format_error, and so is a file cut short after it was opened.
 class SafetensorsReader {
  public:
   // The safetensors specification's limit on the JSON header (100 MB).
@@ -106,16 +110,10 @@ class SafetensorsReader {
     // A regular file's data section is the rest of the file; a stream's is what the header says.
     const std::uint64_t declared =
         parse_header(regular ? file_size - data_start_ : std::numeric_limits<std::uint64_t>::max());
-    if (regular) {
-      try {
-        bytes_.reserve(data_start_ + std::size_t(declared));
-      } catch (const std::bad_alloc&) {
-        throw format_error(path_ + ": out of memory: the tensors need " +
-                           std::to_string(declared) + " bytes");
-      } catch (const std::length_error&) {
-        throw format_error(path_ + ": out of memory: the tensors need " +
-                           std::to_string(declared) + " bytes");
-      }
+    if (regular) {  // every tensor lies within the file (parse_header checked): read on demand
+      file_ = std::make_shared<OpenFile>();
+      file_->in = std::move(f);
+      return;
     }
     if (read_bounded(f, declared, bytes_, path_) < declared)
       throw format_error(path_ + ": file ends inside the " + std::to_string(declared) +
@@ -142,8 +140,13 @@ class SafetensorsReader {
   // A tensor's bytes exactly as stored (any dtype).
   std::vector<char> raw(const std::string& name) const {
     const TensorInfo& t = info(name);
-    const char* p = bytes_.data() + data_start_ + t.begin;
-    return std::vector<char>(p, p + (t.end - t.begin));
+    if (!file_) {
+      const char* p = bytes_.data() + data_start_ + t.begin;
+      return std::vector<char>(p, p + (t.end - t.begin));
+    }
+    std::vector<char> v(t.end - t.begin);
+    read_from_file(name, t.begin, v.data(), v.size());
+    return v;
   }
 
   bool contains(const std::string& name) const { return tensors_.count(name) > 0; }
@@ -172,22 +175,25 @@ class SafetensorsReader {
                          std::to_string(t.shape.size()) + " dimensions");
     check_dim(name, 0, t.shape[0], rows);
     check_dim(name, 1, t.shape[1], cols);
+    check_floating(name, t);
     const Index r = Index(t.shape[0]), c = Index(t.shape[1]);
     Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> M(r, c);
     // An empty tensor may declare a huge other axis: no loop over it.
     if (t.numel() == 0) return M;
-    // F32/F64 stored aligned (the usual case): one tiled transposing cast, no copy.
-    const char* p = bytes_.data() + data_start_ + t.begin;
-    if (t.dtype == DType::F32 && reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0) {
-      copy_row_major_to_column_major(reinterpret_cast<const float*>(p), r, c, c, M.data(), r);
-      return M;
-    }
-    if (t.dtype == DType::F64 && reinterpret_cast<std::uintptr_t>(p) % alignof(double) == 0) {
-      copy_row_major_to_column_major(reinterpret_cast<const double*>(p), r, c, c, M.data(), r);
-      return M;
-    }
-    const std::vector<Scalar> v = floats<Scalar>(name);
-    copy_row_major_to_column_major(v.data(), r, c, c, M.data(), r);
+    std::vector<Scalar> converted;
+    for_each_row_chunk(name, t, [&](const char* p, Index r0, Index rows) {
+      Scalar* dst = M.data() + r0;
+      // F32/F64 stored aligned (the usual case): one tiled transposing cast, no copy.
+      if (t.dtype == DType::F32 && reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0)
+        return copy_row_major_to_column_major(reinterpret_cast<const float*>(p), rows, c, c, dst,
+                                              r);
+      if (t.dtype == DType::F64 && reinterpret_cast<std::uintptr_t>(p) % alignof(double) == 0)
+        return copy_row_major_to_column_major(reinterpret_cast<const double*>(p), rows, c, c, dst,
+                                              r);
+      converted.resize(std::size_t(rows * c));
+      convert(p, t.dtype, converted.size(), converted.data());
+      copy_row_major_to_column_major(converted.data(), rows, c, c, dst, r);
+    });
     return M;
   }
 
@@ -207,34 +213,86 @@ class SafetensorsReader {
   template <class Scalar>
   std::vector<Scalar> floats(const std::string& name) const {
     const TensorInfo& t = info(name);
-    const char* p = bytes_.data() + data_start_ + t.begin;
-    const std::size_t k = t.numel();
-    if (t.dtype != DType::F64 && t.dtype != DType::F32 && t.dtype != DType::F16 &&
-        t.dtype != DType::BF16)
-      throw format_error(path_ + ": tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
-                         ", expected F64, F32, F16 or BF16");
-    std::vector<Scalar> v(k);
-    for (std::size_t i = 0; i < k; ++i) {
-      switch (t.dtype) {
-        case DType::F64: v[i] = Scalar(load<double>(p, i)); break;
-        case DType::F32: v[i] = Scalar(load<float>(p, i)); break;
-        case DType::F16:
-          v[i] = Scalar(float(Eigen::numext::bit_cast<Eigen::half>(load<std::uint16_t>(p, i))));
-          break;
-        case DType::BF16:
-          v[i] = Scalar(
-              float(Eigen::numext::bit_cast<Eigen::bfloat16>(load<std::uint16_t>(p, i))));
-          break;
-        default:
-          throw format_error(path_ + ": tensor '" + name + "' has dtype " +
-                             dtype_name(t.dtype) + ", expected F64, F32, F16 or BF16");
-      }
+    check_floating(name, t);
+    std::vector<Scalar> v(t.numel());
+    if (!file_) {
+      convert(bytes_.data() + data_start_ + t.begin, t.dtype, v.size(), v.data());
+    } else {
+      const std::vector<char> bytes = raw(name);
+      convert(bytes.data(), t.dtype, v.size(), v.data());
     }
     return v;
   }
 
  private:
   using Index = Eigen::Index;
+
+  // A regular file, kept open so that tensors are read when asked for. The lock makes the
+  // reader's const methods safe to call from several threads, as they were when every byte was
+  // in memory; copies of the reader share the file.
+  struct OpenFile {
+    std::ifstream in;
+    std::mutex lock;
+  };
+
+  // Bytes [begin, begin + size) of the data section, from the open file.
+  void read_from_file(const std::string& name, std::uint64_t begin, char* dst,
+                      std::size_t size) const {
+    std::lock_guard<std::mutex> guard(file_->lock);
+    file_->in.clear();
+    file_->in.seekg(std::streamoff(data_start_ + begin));
+    file_->in.read(dst, std::streamsize(size));
+    if (std::size_t(file_->in.gcount()) != size)
+      throw format_error(path_ + ": file ends inside tensor '" + name +
+                         "' (it was truncated after it was opened)");
+  }
+
+  // Rows of a row-major tensor are read this many bytes at a time (whole rows, at least one):
+  // the chunk stays in cache for the transposing copy, and no buffer of the whole tensor is made.
+  static constexpr std::size_t kChunkBytes = std::size_t(4) << 20;
+
+  // Calls f(bytes, first_row, rows) over consecutive runs of whole rows of the 2-D tensor t:
+  // once with all of it when the data is in memory, else chunk by chunk from the file.
+  template <class F>
+  void for_each_row_chunk(const std::string& name, const TensorInfo& t, F&& f) const {
+    const Index rows = Index(t.shape[0]);
+    const std::size_t row_bytes = (t.end - t.begin) / std::size_t(rows);
+    if (!file_) return f(bytes_.data() + data_start_ + t.begin, Index(0), rows);
+    Index step = std::max<Index>(1, Index(kChunkBytes / row_bytes));
+    if (step >= 8) step = step / 8 * 8;  // whole 8 × 8 tiles for the transposing copy
+    step = std::min(step, rows);
+    std::vector<char> chunk(std::size_t(step) * row_bytes);
+    for (Index r0 = 0; r0 < rows; r0 += step) {
+      const Index k = std::min(step, rows - r0);
+      read_from_file(name, t.begin + std::uint64_t(r0) * row_bytes, chunk.data(),
+                     std::size_t(k) * row_bytes);
+      f(static_cast<const char*>(chunk.data()), r0, k);
+    }
+  }
+
+  void check_floating(const std::string& name, const TensorInfo& t) const {
+    if (t.dtype != DType::F64 && t.dtype != DType::F32 && t.dtype != DType::F16 &&
+        t.dtype != DType::BF16)
+      throw format_error(path_ + ": tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
+                         ", expected F64, F32, F16 or BF16");
+  }
+
+  // k floating values of a checked dtype from p (any alignment) to out.
+  template <class Scalar>
+  static void convert(const char* p, DType dtype, std::size_t k, Scalar* out) {
+    for (std::size_t i = 0; i < k; ++i) {
+      switch (dtype) {
+        case DType::F64: out[i] = Scalar(load<double>(p, i)); break;
+        case DType::F32: out[i] = Scalar(load<float>(p, i)); break;
+        case DType::F16:
+          out[i] = Scalar(float(Eigen::numext::bit_cast<Eigen::half>(load<std::uint16_t>(p, i))));
+          break;
+        default:  // BF16
+          out[i] = Scalar(
+              float(Eigen::numext::bit_cast<Eigen::bfloat16>(load<std::uint16_t>(p, i))));
+      }
+    }
+  }
 
   template <class T>
   static T load(const char* p, std::size_t i) {
@@ -344,7 +402,8 @@ class SafetensorsReader {
   }
 
   std::string path_;
-  std::vector<char> bytes_;
+  std::vector<char> bytes_;  // the header, and the data section unless it is read from file_
+  std::shared_ptr<OpenFile> file_;
   std::size_t data_start_ = 0;
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
