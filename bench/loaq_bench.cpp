@@ -4,10 +4,12 @@
 //   loaq_bench [--quick | --full] [--threads N] [--scalar float|double|both] [--export DIR]
 //              [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention,
 //                      correction]
-//              [--shape NAME]
+//              [--shape NAME] [--reps N]
 //
 // --quick: SmolLM2-135M shapes (576×576, 1536×576, 576×1536); --full adds LLaMA-7B shapes
 // (4096×4096, 11008×4096, 4096×11008). Shapes are m × n = rows × columns of W.
+// --reps N times each stage of a shape N times (best counts; default 7, or 2 on the 7B shapes):
+// the SmolLM2 stages take milliseconds, and on a noisy machine 7 runs may not find a quiet one.
 // --export DIR writes DIR/<shape>.safetensors (weight, hessian, loaq's float result and its time)
 // for bench/reference_gptq.py, the side-by-side against the PyTorch reference.
 // The hadamard stage times the fast rotation Q·X against a float GEMM with the dense Q (quick:
@@ -51,6 +53,7 @@ struct Config {
   std::string export_dir;
   std::string only;   // comma-separated stage names; empty: every stage
   std::string shape;  // run only the shape of this name (any mode)
+  int reps = 0;       // timed runs per shape stage; 0: 7, or 2 on the 7B shapes
   bool runs(const char* stage) const {
     return only.empty() ||
            ("," + only + ",").find("," + std::string(stage) + ",") != std::string::npos;
@@ -241,7 +244,7 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
                  const bench::MachineRates& mr, const bench::MachineRates& md) {
   // The 7B shapes: best of two cold runs (a warm-up would add a third).
   const bool big = s.m * s.n > 4'000'000;
-  const int reps = big ? 2 : 7;
+  const int reps = cfg.reps > 0 ? cfg.reps : big ? 2 : 7;
   const bool warm = !big;
   const char* gemm_name = std::is_same<S, float>::value ? "Eigen sgemm" : "Eigen dgemm";
   const double m = double(s.m), n = double(s.n);
@@ -449,7 +452,7 @@ int usage() {
       "[--export DIR]\n"
       "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention,"
       "correction]\n"
-      "       [--shape NAME]\n");
+      "       [--shape NAME] [--reps N]\n");
   return 2;
 }
 
@@ -475,6 +478,8 @@ int main(int argc, char** argv) {
       cfg.only = argv[++i];
     else if (a == "--shape" && i + 1 < argc)
       cfg.shape = argv[++i];
+    else if (a == "--reps" && i + 1 < argc)
+      cfg.reps = std::atoi(argv[++i]);
     else if (a == "--memory-probe" && i + 3 < argc) {
       bench::set_threads(cfg.threads);
       const Index m = std::atol(argv[i + 1]), n = std::atol(argv[i + 2]);
@@ -485,7 +490,7 @@ int main(int argc, char** argv) {
     } else
       return usage();
   }
-  if (cfg.threads < 1 || (scalar != "float" && scalar != "double" && scalar != "both"))
+  if (cfg.threads < 1 || cfg.reps < 0 || (scalar != "float" && scalar != "double" && scalar != "both"))
     return usage();
   cfg.run_float = scalar != "double";
   cfg.run_double = scalar != "float";

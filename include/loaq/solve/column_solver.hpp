@@ -171,7 +171,7 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   // Parameters of columns [c0, c0 + width) into group column k, rows split like the solve.
   auto fit_group = [&](Index k, Index c0, Index width) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
 #endif
     for (Index p = 0; p < panels; ++p) {
       const Index r0 = p * R, rows = std::min(R, m - r0);
@@ -213,9 +213,11 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   for (Index i1 = 0; i1 < n; i1 += B) {
     const Index i2 = std::min(i1 + B, n), count = i2 - i1;
     // Rows are independent: each fixed panel of rows runs the whole block on its own, so the
-    // result does not depend on how panels are spread over threads.
+    // result does not depend on how panels are spread over threads. Handed out one at a time:
+    // the count is often odd (576 rows: four of 128 and one of 64), and a static split would
+    // give one of two threads twice the rows of the other.
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
 #endif
     for (Index p = 0; p < panels; ++p) {
       const Index r0 = p * R, rows = std::min(R, m - r0);
