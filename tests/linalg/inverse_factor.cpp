@@ -124,22 +124,37 @@ TEST_CASE_TEMPLATE("the factor is exact under power-of-4 scaling and finite at a
 TEST_CASE_TEMPLATE("the factor's accuracy check is the dense formula, without dense copies",
                    Scalar, float, double) {
   // residual() works column by column in double; it must equal ‖(H + λI)·4^−k·UᵀU·v − v‖/‖v‖
-  // formed with dense double matrices, for the documented fixed probe v.
-  const Index n = 45;
-  const Eigen::MatrixXd H = random_hessian(n, 300, 37);
-  loaq::InverseFactor<Scalar> f;
-  REQUIRE(f.compute(H).info() == loaq::Status::Success);
-  Eigen::VectorXd v(n);
-  for (Index i = 0; i < n; ++i) v[i] = ((i * 7919) % 13) % 2 ? 1.0 : -0.5;
-  const Eigen::MatrixXd U = f.upper().template cast<double>();
-  Eigen::MatrixXd Hd = H;
-  Hd.diagonal().array() += f.damping();
-  const double dense =
-      (Hd * std::ldexp(1.0, -2 * f.log4_scale()) * (U.transpose() * (U * v)) - v).norm() / v.norm();
-  CHECK(f.residual(H) == doctest::Approx(dense).epsilon(1e-6));
-  // A float H is read where it lies: the same value as from its exact double copy.
-  const Eigen::MatrixXf Hf = H.cast<float>();
-  CHECK(f.residual(Hf) == f.residual(Hf.cast<double>()));
-  // A factor that is not the inverse's is caught: the check of a different H fails.
-  CHECK(f.residual(2.0 * H) > 0.5);
+  // formed with dense double matrices, for the documented fixed probe v. n = 600: three row
+  // blocks of its threaded passes, the last one ragged.
+  for (const Index n : {Index(45), Index(600)}) {
+    CAPTURE(n);
+    const Eigen::MatrixXd H = random_hessian(n, n + 300, 37);
+    loaq::InverseFactor<Scalar> f;
+    REQUIRE(f.compute(H).info() == loaq::Status::Success);
+    Eigen::VectorXd v(n);
+    for (Index i = 0; i < n; ++i) v[i] = ((i * 7919) % 13) % 2 ? 1.0 : -0.5;
+    const Eigen::MatrixXd U = f.upper().template cast<double>();
+    Eigen::MatrixXd Hd = H;
+    Hd.diagonal().array() += f.damping();
+    const double dense =
+        (Hd * std::ldexp(1.0, -2 * f.log4_scale()) * (U.transpose() * (U * v)) - v).norm() / v.norm();
+    CHECK(f.residual(H) == doctest::Approx(dense).epsilon(1e-6));
+    // A float H is read where it lies: the same value as from its exact double copy.
+    const Eigen::MatrixXf Hf = H.cast<float>();
+    CHECK(f.residual(Hf) == f.residual(Hf.cast<double>()));
+    // A factor that is not the inverse's is caught: the check of a different H fails.
+    CHECK(f.residual(2.0 * H) > 0.5);
+  }
+}
+
+TEST_CASE("the symmetry check names the first asymmetric pair column by column") {
+  const Index n = 300;  // five tile columns of 64
+  Eigen::MatrixXd A = random_hessian(n, 400, 41);
+  const double bump = 0.05 * std::sqrt(A(150, 150) * A(250, 250));
+  A(250, 200) += bump;  // tile column 3
+  A(150, 70) += bump;   // tile column 1: met first
+  A(71, 150) += bump;   // the pair (150, 71): the same tile, one column later
+  loaq::InverseFactor<double> f;
+  CHECK(f.compute(A).info() == loaq::Status::NotSymmetric);
+  CHECK(f.message().find("H(150,70)") != std::string::npos);
 }

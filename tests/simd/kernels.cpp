@@ -98,6 +98,40 @@ auto with_threads(int threads, F&& f) {
 
 }  // namespace
 
+TEST_CASE_TEMPLATE("the inverse factor and its checks give the same bits for any thread count",
+                   Scalar, float, double) {
+  std::mt19937 rng(7);
+  const Index n = 601;  // the recursion's threaded panels, and an odd middle column to reverse
+  const Eigen::MatrixXd X = loaq_test::random_inputs(n, 900, rng);
+  const Eigen::MatrixXd H = 2.0 * X * X.transpose();
+  auto factor = [&] {
+    loaq::InverseFactor<Scalar> f;
+    REQUIRE(f.compute(H).info() == loaq::Status::Success);
+    return std::make_pair(f.upper(), f.residual(H));
+  };
+  const auto one = with_threads(1, factor), two = with_threads(2, factor),
+             three = with_threads(3, factor);
+  CHECK((one.first == two.first));
+  CHECK((one.first == three.first));
+  CHECK(one.first.template triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero(0));
+  CHECK(one.second == two.second);
+  CHECK(one.second == three.second);
+  CHECK(one.second < 1e-3);
+  // Several asymmetric pairs: every thread count names the one a serial walk meets first.
+  Eigen::MatrixXd A = H;
+  const double bump = 0.05 * std::sqrt(A(500, 500) * A(90, 90));
+  A(500, 90) += bump;
+  A(590, 400) += bump;
+  auto refused = [&] {
+    loaq::InverseFactor<Scalar> f;
+    f.compute(A);
+    return f.message();
+  };
+  CHECK(with_threads(1, refused).find("H(500,90)") != std::string::npos);
+  CHECK(with_threads(2, refused) == with_threads(1, refused));
+  CHECK(with_threads(3, refused) == with_threads(1, refused));
+}
+
 TEST_CASE_TEMPLATE("GPTQ and GPTAQ give bit-identical results for any thread count", Scalar, float,
                    double) {
   std::mt19937 rng(5);

@@ -120,6 +120,56 @@ void invert_lower_blocked(StridedRef<Scalar> A) {
   }
 }
 
+// A = J·H·J·s in A's lower triangle (J the exchange matrix), zeros above; s = h0²·h1², powers
+// of two, applied in double as four exact multiplications so that no rounding depends on the
+// order. Column by column on every thread: A(i, j) = H(n−1−i, n−1−j) reads H's upper triangle.
+template <class Scalar, class Derived>
+void reversed_scaled_lower(const Eigen::MatrixBase<Derived>& H, double h0, double h1,
+                           Matrix<Scalar>& A) {
+  const Index n = H.rows();
+  A.resize(n, n);
+  const auto scale = [h0, h1](double x) { return x * h0 * h0 * h1 * h1; };
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 64)
+#endif
+  for (Index j = 0; j < n; ++j) {
+    A.col(j).head(j).setZero();
+    A.col(j).tail(n - j) = H.col(n - 1 - j).head(n - j).reverse().template cast<double>()
+                               .unaryExpr(scale).template cast<Scalar>();
+  }
+}
+
+// The upper triangular J·L·J in place, from L in A's lower triangle (what lies above it is
+// ignored): columns j and n−1−j trade places reversed, one pair per task. False if an entry of
+// the result is not finite.
+template <class Scalar>
+bool reverse_lower_to_upper(Matrix<Scalar>& A) {
+  const Index n = A.rows();
+  bool finite = true;
+#ifdef _OPENMP
+#pragma omp parallel reduction(&& : finite)
+#endif
+  {
+    Vector<Scalar> old_left(n);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 32)
+#endif
+    for (Index j = 0; j < (n + 1) / 2; ++j) {
+      const Index k = n - 1 - j;  // (J·L·J)(:, j) is L(k.., k) reversed, and column k is L(j.., j)'s
+      old_left.head(k + 1) = A.col(j).tail(k + 1);
+      if (k > j) {
+        A.col(j).head(j + 1) = A.col(k).tail(j + 1).reverse();
+        A.col(j).tail(n - 1 - j).setZero();
+        finite = finite && all_finite(A.col(j).head(j + 1));
+      }
+      A.col(k).head(k + 1) = old_left.head(k + 1).reverse();
+      A.col(k).tail(n - 1 - k).setZero();
+      finite = finite && all_finite(A.col(k).head(k + 1));
+    }
+  }
+  return finite;
+}
+
 // Lower Cholesky factor in place (A = LLᵀ, only the lower triangle is read and written).
 // Returns −1 on success, else the first pivot that is not positive.
 template <class Scalar>
@@ -209,20 +259,37 @@ Report check_symmetric(const Eigen::MatrixBase<Derived>& H, double tol = 1e-3) {
   Eigen::VectorXd root(n);
   for (Index i = 0; i < n; ++i) root[i] = std::sqrt(std::abs(double(H(i, i))));
   constexpr Index kTile = 64;  // tiles keep both H(i, j) and H(j, i) in cache
-  for (Index j0 = 0; j0 < n; j0 += kTile)
+  // The first pair (i > j) that fails in columns [j0, j0 + kTile), walked tile by tile.
+  auto first_failure = [&](Index j0, Index& fi, Index& fj) {
     for (Index i0 = j0; i0 < n; i0 += kTile)
       for (Index j = j0; j < std::min(j0 + kTile, n); ++j)
         for (Index i = std::max(i0, j + 1); i < std::min(i0 + kTile, n); ++i) {
           const double a = double(H(i, j)), b = double(H(j, i));
-          if (a != b && !(std::abs(a - b) <= tol * root[i] * root[j]))
-            return Report::fail(
-                Status::NotSymmetric,
-                "Hessian is not symmetric: H(" + std::to_string(i) + "," + std::to_string(j) +
-                    ") = " + std::to_string(a) + " but H(" + std::to_string(j) + "," +
-                    std::to_string(i) + ") = " + std::to_string(b) +
-                    "; pass the Gram matrix X Xᵀ (or (H + Hᵀ)/2 if rounding broke its symmetry)");
+          if (a != b && !(std::abs(a - b) <= tol * root[i] * root[j])) {
+            fi = i, fj = j;
+            return true;
+          }
         }
-  return Report::success();
+    return false;
+  };
+  // Column tiles on every thread; the message names the pair a serial walk meets first.
+  const Index tiles = (n + kTile - 1) / kTile;
+  Index first = tiles;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) reduction(min : first)
+#endif
+  for (Index t = 0; t < tiles; ++t) {
+    Index i, j;
+    if (first_failure(t * kTile, i, j)) first = std::min(first, t);
+  }
+  Index i = 0, j = 0;
+  if (first == tiles || !first_failure(first * kTile, i, j)) return Report::success();
+  const double a = double(H(i, j)), b = double(H(j, i));
+  return Report::fail(Status::NotSymmetric,
+                      "Hessian is not symmetric: H(" + std::to_string(i) + "," + std::to_string(j) +
+                          ") = " + std::to_string(a) + " but H(" + std::to_string(j) + "," +
+                          std::to_string(i) + ") = " + std::to_string(b) +
+                          "; pass the Gram matrix X Xᵀ (or (H + Hᵀ)/2 if rounding broke its symmetry)");
 }
 
 // Tag: the Hessian handed to InverseFactor::compute was already checked (square, finite,
@@ -333,16 +400,44 @@ class InverseFactor {
     if (info_ != Status::Success || H.rows() != n) return std::numeric_limits<double>::infinity();
     Eigen::VectorXd v(n);
     for (Index i = 0; i < n; ++i) v[i] = ((i * 7919) % 13) % 2 ? 1.0 : -0.5;  // fixed signs
-    // UᵀU·v and H·z column by column in double: no n × n double copy of U or H, which at
-    // n = 4096 would touch 134 MB for an O(n²) check.
-    Eigen::VectorXd y = Eigen::VectorXd::Zero(n), z(n), Hz = Eigen::VectorXd::Zero(n);
-    for (Index j = 0; j < n; ++j)
-      y.head(j + 1) += upper_.col(j).head(j + 1).template cast<double>() * v[j];
-    for (Index j = 0; j < n; ++j)
-      z[j] = upper_.col(j).head(j + 1).template cast<double>().dot(y.head(j + 1));
-    for (Index j = 0; j < n; ++j) Hz += H.col(j).template cast<double>() * z[j];
-    for (Index i = 0; i < n; ++i)
-      Hz[i] = internal::scale_pow4(Hz[i], log4_scale_) + scaled_damping_ * z[i];
+    // U·v, Uᵀ(U·v) and H·z column by column in double: no n × n double copy of U or H, which at
+    // n = 4096 would touch 134 MB for an O(n²) check. Rows in blocks on every thread; each entry
+    // is summed in the same order whatever the threads.
+    constexpr Index kRows = 256;
+    const Index blocks = (n + kRows - 1) / kRows;
+    Eigen::VectorXd y(n), z(n), Hz(n);
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (Index b = 0; b < blocks; ++b) {  // y = U·v: rows [r0, r0 + h) meet columns j ≥ r0
+        const Index r0 = b * kRows, h = std::min(kRows, n - r0);
+        y.segment(r0, h).setZero();
+        for (Index j = r0; j < n; ++j) {
+          const Index rows = std::min(h, j - r0 + 1);
+          y.segment(r0, rows) += upper_.col(j).segment(r0, rows).template cast<double>() * v[j];
+        }
+      }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 64)
+#endif
+      for (Index j = 0; j < n; ++j)  // z = Uᵀ·y
+        z[j] = upper_.col(j).head(j + 1).template cast<double>().dot(y.head(j + 1));
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (Index b = 0; b < blocks; ++b) {  // H·z
+        const Index r0 = b * kRows, h = std::min(kRows, n - r0);
+        auto Hz_b = Hz.segment(r0, h);
+        Hz_b.setZero();
+        for (Index j = 0; j < n; ++j) Hz_b += H.col(j).segment(r0, h).template cast<double>() * z[j];
+        for (Index i = r0; i < r0 + h; ++i)
+          Hz[i] = internal::scale_pow4(Hz[i], log4_scale_) + scaled_damping_ * z[i];
+      }
+    }
     return (Hz - v).norm() / v.norm();
   }
 
@@ -376,19 +471,15 @@ class InverseFactor {
     while (schedule.next()) {
       // A = J·(H/4^k0 + λ0·I)·J / 4^k1, every scaling an exact power of two: x·4^−k0·4^−k1 as
       // four exact multiplications by 2^−k0, 2^−k0, 2^−k1, 2^−k1 (the powers computed once).
-      const double h0 = schedule.half0(), h1 = schedule.half1();
-      upper_ = H.reverse().template cast<double>().unaryExpr([h0, h1](double x) {
-                 return x * h0 * h0 * h1 * h1;
-               }).template cast<Scalar>();
+      // Only A's lower triangle is factored and inverted.
+      internal::reversed_scaled_lower(H, schedule.half0(), schedule.half1(), upper_);
       for (Index i = 0; i < n; ++i)
         upper_(i, i) = Scalar(schedule.damped_diagonal(double(H(n - 1 - i, n - 1 - i))));
       const Index pivot = internal::cholesky_lower_inplace(upper_);
       attempts_ = schedule.attempts();
       if (pivot < 0) {
         internal::invert_lower_inplace(upper_);
-        upper_.template triangularView<Eigen::StrictlyUpper>().setZero();
-        upper_.reverseInPlace();  // J L'⁻¹ J is upper triangular
-        if (internal::all_finite(upper_)) {
+        if (internal::reverse_lower_to_upper(upper_)) {  // J L'⁻¹ J is upper triangular
           damping_ = schedule.damping();
           relative_damping_ = schedule.percdamp();
           log4_scale_ = schedule.log4_scale();
