@@ -232,14 +232,17 @@ TEST_CASE("safetensors writes are atomic: temporary file, then rename") {
 // rows; what comes back is exactly what the in-memory reader of the same bytes gives.
 TEST_CASE("safetensors files are read tensor by tensor, in row chunks, from the open file") {
   TempDir dir;
-  // 1031 × 1021 F32 is over the reader's 4 MiB chunk: rows end mid-tile at both chunk edges.
+  // 1031 × 1021 F32 is over the reader's 512 KiB chunk (128 rows each): the last chunk's 7 rows
+  // end mid-tile. F64 rows of 160 kB come 3 to a chunk, rows of 1.6 MB one at a time.
   const Eigen::MatrixXf big = Eigen::MatrixXf::Random(1031, 1021);
-  const Eigen::MatrixXd wide = Eigen::MatrixXd::Random(3, 200000);  // 4.8 MB in 2 rows per chunk
+  const Eigen::MatrixXd mid = Eigen::MatrixXd::Random(10, 20000);
+  const Eigen::MatrixXd wide = Eigen::MatrixXd::Random(3, 200000);
   SafetensorsWriter w;
   w.add_matrix("f32", big, DType::F32);
   w.add_matrix("f16", big, DType::F16);
   w.add_matrix("bf16", big.topRows(7), DType::BF16);
   w.add_matrix("f64", wide, DType::F64);
+  w.add_matrix("f64_mid", mid, DType::F64);
   w.add_vector("v", Eigen::VectorXf::LinSpaced(5, -1, 1), DType::F32);
   const std::string path = dir / "layer.safetensors";
   w.write(path);
@@ -249,6 +252,8 @@ TEST_CASE("safetensors files are read tensor by tensor, in row chunks, from the 
   CHECK((file.matrix<float>("f16") == mem.matrix<float>("f16")));
   CHECK((file.matrix<float>("bf16") == mem.matrix<float>("bf16")));
   CHECK((file.matrix<double>("f64") == wide));
+  CHECK((file.matrix<double>("f64_mid") == mid));
+  CHECK((file.matrix<float>("f64_mid") == mid.cast<float>()));
   CHECK((file.vector<float>("v") == mem.vector<float>("v")));
   for (const auto& n : file.tensor_names()) CHECK(file.raw(n) == mem.raw(n));
 
