@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <loaq/io/safetensors.hpp>
 #include <loaq/llm/decoder.hpp>
 #include <loaq/loaq.hpp>
@@ -492,6 +493,12 @@ int main(int argc, char** argv) {
   }
   if (cfg.threads < 1 || cfg.reps < 0 || (scalar != "float" && scalar != "double" && scalar != "both"))
     return usage();
+  if (!cfg.export_dir.empty() && !std::filesystem::is_directory(cfg.export_dir)) {
+    // Checked now, not after the first shape's minutes of timing.
+    std::fprintf(stderr, "loaq_bench: --export %s: no such folder (create it first)\n",
+                 cfg.export_dir.c_str());
+    return 2;
+  }
   cfg.run_float = scalar != "double";
   cfg.run_double = scalar != "float";
   bench::set_threads(cfg.threads);
