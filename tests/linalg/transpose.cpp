@@ -16,9 +16,10 @@ TEST_CASE_TEMPLATE("row-major to column-major copy matches the element-by-elemen
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-1, 1);
   // Shapes inside one tile, on tile and block edges, ragged in either direction and across
-  // the 256-blocks; a row stride wider than the row, a destination stride taller than the column.
-  const Index shapes[][2] = {{1, 1}, {1, 9}, {9, 1}, {8, 8}, {7, 13}, {16, 24},
-                             {300, 268}, {257, 511}, {64, 3}};
+  // the blocks; a row stride wider than the row, a destination stride taller than the column.
+  // The last three are large enough for the threaded path (several column blocks of 128).
+  const Index shapes[][2] = {{1, 1}, {1, 9}, {9, 1}, {8, 8}, {7, 13}, {16, 24}, {64, 3},
+                             {300, 268}, {257, 511}, {129, 1030}};
   for (const auto& s : shapes) {
     const Index rows = s[0], cols = s[1], src_stride = cols + 5, dst_stride = rows + 3;
     CAPTURE(rows);

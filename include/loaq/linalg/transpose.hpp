@@ -18,24 +18,32 @@ namespace loaq {
 
 // dst(i, j) = To(src(i, j)) for a rows × cols matrix that src holds row by row (element (i, j) at
 // src[i·src_stride + j]) and dst column by column (at dst[j·dst_stride + i]). 8 × 8 register
-// tiles, which Eigen transposes (and converts) in registers, walked in 256 × 256 blocks that
-// stay in L2. The same call turns a column-major matrix into row-major bytes: a column-major
-// m × n matrix read row by row is its n × m transpose.
+// tiles, which Eigen transposes (and converts) in registers, walked in blocks of 256 rows × 128
+// columns that stay in L2; a large matrix's column blocks are spread over the OpenMP threads
+// (a copy: the same bytes on any number of threads). The same call turns a column-major matrix
+// into row-major bytes: a column-major m × n matrix read row by row is its n × m transpose.
 template <class From, class To>
 void copy_row_major_to_column_major(const From* src, Index rows, Index cols, Index src_stride,
                                     To* dst, Index dst_stride) {
-  constexpr Index kTile = 8, kBlock = 256;
+  constexpr Index kTile = 8, kRowBlock = 256, kColBlock = 128;
+  constexpr Index kThreadedEntries = Index(1) << 16;  // below this a parallel region costs more
   using SrcTile = Eigen::Matrix<From, kTile, kTile, Eigen::RowMajor>;
   using DstTile = Eigen::Matrix<To, kTile, kTile>;
   using Stride = Eigen::OuterStride<>;
   const Index rows_tiled = rows / kTile * kTile, cols_tiled = cols / kTile * kTile;
-  for (Index J = 0; J < cols_tiled; J += kBlock)
-    for (Index I = 0; I < rows_tiled; I += kBlock)
-      for (Index j = J; j < std::min(cols_tiled, J + kBlock); j += kTile)
-        for (Index i = I; i < std::min(rows_tiled, I + kBlock); i += kTile)
+  const Index col_blocks = (cols_tiled + kColBlock - 1) / kColBlock;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (rows * cols >= kThreadedEntries)
+#endif
+  for (Index b = 0; b < col_blocks; ++b) {
+    const Index J = b * kColBlock, J_end = std::min(cols_tiled, J + kColBlock);
+    for (Index I = 0; I < rows_tiled; I += kRowBlock)
+      for (Index j = J; j < J_end; j += kTile)
+        for (Index i = I; i < std::min(rows_tiled, I + kRowBlock); i += kTile)
           Eigen::Map<DstTile, 0, Stride>(dst + j * dst_stride + i, Stride(dst_stride)) =
               Eigen::Map<const SrcTile, 0, Stride>(src + i * src_stride + j, Stride(src_stride))
                   .template cast<To>();
+  }
   // The ragged right and bottom edges, element by element.
   for (Index j = 0; j < cols; ++j)
     for (Index i = j < cols_tiled ? rows_tiled : 0; i < rows; ++i)
