@@ -145,6 +145,10 @@ TEST_CASE_TEMPLATE("the factor's accuracy check is the dense formula, without de
     // A factor that is not the inverse's is caught: the check of a different H fails.
     CHECK(f.residual(2.0 * H) > 0.5);
   }
+  // An empty Hessian's factor is exact: 0, not the 0/0 of an empty probe.
+  loaq::InverseFactor<Scalar> empty;
+  REQUIRE(empty.compute(Eigen::MatrixXd(0, 0)).info() == loaq::Status::Success);
+  CHECK(empty.residual(Eigen::MatrixXd(0, 0)) == 0.0);
 }
 
 TEST_CASE("the symmetry check names the first asymmetric pair column by column") {

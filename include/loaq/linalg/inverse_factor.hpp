@@ -398,6 +398,7 @@ class InverseFactor {
   double residual(const Eigen::MatrixBase<Derived>& H) const {
     const Index n = upper_.rows();
     if (info_ != Status::Success || H.rows() != n) return std::numeric_limits<double>::infinity();
+    if (n == 0) return 0.0;  // the empty factor is exact (and ‖v‖ = 0 would make 0/0)
     Eigen::VectorXd v(n);
     for (Index i = 0; i < n; ++i) v[i] = ((i * 7919) % 13) % 2 ? 1.0 : -0.5;  // fixed signs
     // U·v, Uᵀ(U·v) and H·z column by column in double: no n × n double copy of U or H, which at
