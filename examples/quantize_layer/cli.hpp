@@ -462,14 +462,16 @@ void solve_and_write(const Args& a, Problem<WScalar>& p, const Grid& grid, std::
   fits_f32("a zero", out.zeros);
   if (a.emit_target && target.size()) fits_f32("the target W*", target);
   loaq::io::SafetensorsWriter w;
-  w.add_matrix("weight", out.weight, loaq::io::DType::F32);
-  w.add_matrix("codes", out.codes, loaq::io::DType::U8);
+  // Views: the m × n outputs are turned row-major a chunk at a time as the file is written,
+  // instead of into whole copies (for 4096 × 4096, 80 MB of fresh memory fewer).
+  w.add_matrix_view("weight", out.weight, loaq::io::DType::F32);
+  w.add_matrix_view("codes", out.codes, loaq::io::DType::U8);
   w.add_matrix("scales", out.scales, loaq::io::DType::F32);
   w.add_matrix("zeros", out.zeros, loaq::io::DType::F32);
   w.add_vector("g_idx", out.g_idx, loaq::io::DType::I32);
   if (a.emit_target) {
     if (!target.size()) target = p.W.template cast<Scalar>();  // rtn/gptq/gptaq quantize W itself
-    w.add_matrix("target", target, loaq::io::DType::F32);
+    w.add_matrix_view("target", target, loaq::io::DType::F32);
   }
   w.set_metadata("method", a.method);
   w.write(a.out);

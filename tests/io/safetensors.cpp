@@ -228,6 +228,86 @@ TEST_CASE("safetensors writes are atomic: temporary file, then rename") {
   CHECK(dir.names() == std::vector<std::string>{"out.safetensors", "taken"});
 }
 
+// A view is converted a chunk at a time while the file is written: the bytes must be exactly
+// add_matrix's, whatever the chunking (several chunks of whole 8-row steps, a ragged last chunk,
+// rows wider than a chunk, empty shapes) and the dtype.
+TEST_CASE("safetensors matrix views write the same bytes as copies, chunk by chunk") {
+  const Eigen::MatrixXf tall = Eigen::MatrixXf::Random(301, 1000);  // 1.2 MB: three chunks
+  const Eigen::MatrixXd wide = Eigen::MatrixXd::Random(3, 70000);    // a row is over a chunk
+  const loaq::CodeMatrix codes = (Eigen::MatrixXf::Random(1029, 777).array().abs() * 255)
+                                     .cast<std::uint8_t>().matrix();
+  const Eigen::MatrixXf empty(0, 5), thin(4, 0), small = Eigen::MatrixXf::Random(5, 3);
+  SafetensorsWriter copies, views;
+  copies.add_matrix("tall", tall, DType::F32);
+  views.add_matrix_view("tall", tall, DType::F32);
+  copies.add_matrix("tall_as_f64", tall, DType::F64);
+  views.add_matrix_view("tall_as_f64", tall, DType::F64);
+  copies.add_matrix("wide", wide, DType::F64);
+  views.add_matrix_view("wide", wide, DType::F64);
+  copies.add_matrix("wide_as_f32", wide, DType::F32);
+  views.add_matrix_view("wide_as_f32", wide, DType::F32);
+  copies.add_matrix("codes", codes, DType::U8);
+  views.add_matrix_view("codes", codes, DType::U8);
+  copies.add_matrix("small_f16", small, DType::F16);  // not a view dtype: converted at once
+  views.add_matrix_view("small_f16", small, DType::F16);
+  copies.add_matrix("empty", empty, DType::F32);
+  views.add_matrix_view("empty", empty, DType::F32);
+  copies.add_matrix("thin", thin, DType::F32);
+  views.add_matrix_view("thin", thin, DType::F32);
+  const std::vector<char> expected = copies.bytes();
+  CHECK(views.bytes() == expected);
+
+  TempDir dir;
+  const std::string out = dir / "views.safetensors";
+  views.write(out);
+  CHECK(get_file(out) == expected);
+  const SafetensorsReader r(out);
+  CHECK((r.matrix<float>("tall") == tall));
+  CHECK((r.matrix<double>("wide") == wide));
+  CHECK(r.info("codes").dtype == DType::U8);
+  CHECK_THROWS_WITH_AS(views.add_matrix_view("__metadata__", tall, DType::F32),
+                       doctest::Contains("__metadata__"), loaq::io::format_error);
+}
+
+// A piece made while it is written may fail: the temporary goes, the old file stays.
+TEST_CASE("an atomic write whose made piece throws leaves the old file and no temporary") {
+  TempDir dir;
+  const std::string out = dir / "out.bin";
+  const std::string old = "old contents";
+  loaq::io::write_file_atomic(out, old.data(), old.size());
+  std::size_t calls = 0;
+  const std::string head = "head";
+  std::vector<loaq::io::ByteSpan> pieces{{head.data(), head.size()}};
+  pieces.push_back({nullptr, std::size_t(3) << 20,
+                    [&](char* to, std::size_t, std::size_t count) {
+                      if (++calls == 3) throw std::runtime_error("conversion failed");
+                      std::fill(to, to + count, 'x');
+                    },
+                    1});
+  CHECK_THROWS_WITH_AS(loaq::io::write_file_atomic(out, pieces), "conversion failed",
+                       std::runtime_error);
+  CHECK(calls == 3);  // two chunks written before the failure
+  CHECK(dir.names() == std::vector<std::string>{"out.bin"});
+  const std::vector<char> kept = get_file(out);
+  CHECK(std::string(kept.begin(), kept.end()) == old);
+
+  // The same pieces without the failure: every byte in order, in chunks of the writer's size.
+  calls = 0;
+  pieces.back().fill = [&](char* to, std::size_t first, std::size_t count) {
+    ++calls;
+    for (std::size_t i = 0; i < count; ++i) to[i] = char((first + i) % 251);
+  };
+  loaq::io::write_file_atomic(out, pieces);
+  const std::vector<char> got = get_file(out);
+  REQUIRE(got.size() == head.size() + (std::size_t(3) << 20));
+  CHECK(std::string(got.begin(), got.begin() + 4) == head);
+  bool in_order = true;
+  for (std::size_t i = 0; i < (std::size_t(3) << 20); ++i)
+    in_order = in_order && got[head.size() + i] == char(i % 251);
+  CHECK(in_order);
+  CHECK(calls == (std::size_t(3) << 20) / loaq::io::internal::kWriteChunk);
+}
+
 // A regular file stays open and each tensor is read from it when asked for, in chunks of whole
 // rows; what comes back is exactly what the in-memory reader of the same bytes gives.
 TEST_CASE("safetensors files are read tensor by tensor, in row chunks, from the open file") {

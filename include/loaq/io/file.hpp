@@ -3,11 +3,14 @@
 // the system's reason.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <istream>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -54,19 +57,53 @@ inline std::uint64_t read_bounded(std::istream& in, std::uint64_t want, std::vec
   return got;
 }
 
-// One contiguous piece of a file being written.
+// One contiguous piece of a file being written: `size` bytes that lie at `data`, or (data null)
+// bytes made while they are written: fill(out, first, count) puts the piece's bytes [first,
+// first + count) at out, `count` a multiple of `granule` except at the piece's end. A made piece
+// goes out through one small buffer (kWriteChunk), so a writer that converts a tensor (a
+// transposing copy) never holds the whole converted tensor in memory.
 struct ByteSpan {
   const void* data;
   std::size_t size;
+  std::function<void(char* out, std::size_t first, std::size_t count)> fill = {};
+  std::size_t granule = 1;
 };
+
+namespace internal {
+constexpr std::size_t kWriteChunk = std::size_t(512) << 10;  // stays in L2 between fill and write
+
+// Sends every piece to `put(data, size)`, making the made ones chunk by chunk in one buffer.
+template <class Put>
+void send_pieces(const std::vector<ByteSpan>& pieces, Put&& put) {
+  std::unique_ptr<char[]> buffer;
+  std::size_t capacity = 0;
+  for (const ByteSpan& piece : pieces) {
+    if (piece.data || !piece.fill) {
+      if (piece.size) put(static_cast<const char*>(piece.data), piece.size);
+      continue;
+    }
+    const std::size_t granule = piece.granule ? piece.granule : 1;
+    const std::size_t chunk = std::max(granule, kWriteChunk / granule * granule);
+    if (chunk > capacity) {
+      buffer.reset(new char[chunk]);
+      capacity = chunk;
+    }
+    for (std::size_t first = 0; first < piece.size; first += chunk) {
+      const std::size_t count = std::min(chunk, piece.size - first);
+      piece.fill(buffer.get(), first, count);
+      put(buffer.get(), count);
+    }
+  }
+}
+}  // namespace internal
 
 // Writes the pieces, one after the other, to `path` atomically: into a new temporary file in the
 // same folder (path + ".tmp.<pid>.<n>"), flushed to disk, then renamed over `path`. A reader that
 // has the old file open keeps seeing the old contents, `path` is never left half written, and on
-// any failure the temporary is removed and `path` is untouched. An existing file's permission
-// bits are kept; a new file gets 0666 minus the umask. If `path` is a symbolic link, the link
-// itself is replaced by the new file. Pieces let a writer send a header and tensors from where
-// they already lie, with no copy into one buffer.
+// any failure (a piece's fill that throws included) the temporary is removed and `path` is
+// untouched. An existing file's permission bits are kept; a new file gets 0666 minus the umask.
+// If `path` is a symbolic link, the link itself is replaced by the new file. Pieces let a writer
+// send a header and tensors from where they already lie, with no copy into one buffer.
 inline void write_file_atomic(const std::string& path, const std::vector<ByteSpan>& pieces) {
   static std::atomic<unsigned long> counter{0};
 #if defined(_WIN32)
@@ -74,8 +111,15 @@ inline void write_file_atomic(const std::string& path, const std::vector<ByteSpa
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) throw format_error(path + ": cannot open for writing (temporary file " + tmp + ")");
-    for (const ByteSpan& piece : pieces)
-      f.write(static_cast<const char*>(piece.data), std::streamsize(piece.size));
+    try {
+      internal::send_pieces(pieces, [&](const char* p, std::size_t n) {
+        f.write(p, std::streamsize(n));
+      });
+    } catch (...) {
+      f.close();
+      std::remove(tmp.c_str());
+      throw;
+    }
     f.close();
     if (!f) {
       std::remove(tmp.c_str());
@@ -101,6 +145,7 @@ inline void write_file_atomic(const std::string& path, const std::vector<ByteSpa
   auto fail = [&](const char* what) {
     const int err = errno;
     if (fd >= 0) ::close(fd);
+    fd = -1;
     ::unlink(tmp.c_str());
     throw format_error(path + ": " + what + " (" + std::strerror(err) + "); nothing was changed");
   };
@@ -108,17 +153,24 @@ inline void write_file_atomic(const std::string& path, const std::vector<ByteSpa
   if (::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode) &&
       ::fchmod(fd, old.st_mode & 07777) != 0)
     fail("cannot copy the permissions of the existing file");
-  for (const ByteSpan& piece : pieces) {
-    const char* p = static_cast<const char*>(piece.data);
-    for (std::size_t left = piece.size; left > 0;) {
-      const ::ssize_t n = ::write(fd, p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        fail("write failed");
+  try {
+    internal::send_pieces(pieces, [&](const char* p, std::size_t left) {
+      while (left > 0) {
+        const ::ssize_t n = ::write(fd, p, left);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          fail("write failed");
+        }
+        p += n;
+        left -= std::size_t(n);
       }
-      p += n;
-      left -= std::size_t(n);
+    });
+  } catch (...) {  // a fill that threw (fail() has already closed and removed the temporary)
+    if (fd >= 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
     }
+    throw;
   }
   if (::fsync(fd) != 0) fail("fsync failed");
   const int rc = ::close(fd);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -425,6 +426,23 @@ class SafetensorsWriter {
         for (Eigen::Index c = 0; c < M.cols(); ++c) append(bytes, double(M(r, c)), dtype);
     add_raw(name, dtype, {std::int64_t(M.rows()), std::int64_t(M.cols())}, std::move(bytes));
   }
+  // As add_matrix for a column-major matrix, without the converted copy: M's rows are turned into
+  // bytes a few at a time while write() or bytes() runs, so M must stay alive and unchanged until
+  // then. For an output as large as the solve's weight this saves the whole row-major copy (and
+  // the fresh memory it would touch). F32, F64 and U8; other dtypes are converted now, as by
+  // add_matrix.
+  template <class S>
+  void add_matrix_view(const std::string& name,
+                       const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>& M, DType dtype) {
+    if (dtype == DType::F32) add_view<float>(name, M, dtype);
+    else if (dtype == DType::F64) add_view<double>(name, M, dtype);
+    else if (dtype == DType::U8) add_view<std::uint8_t>(name, M, dtype);
+    else add_matrix(name, M, dtype);
+  }
+  template <class S>
+  void add_matrix_view(const std::string&, const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>&&,
+                       DType) = delete;  // a temporary would be gone by write()
+
   template <class Derived>
   void add_vector(const std::string& name, const Eigen::MatrixBase<Derived>& v, DType dtype) {
     std::vector<char> bytes;
@@ -447,42 +465,71 @@ class SafetensorsWriter {
       throw format_error("safetensors: tensor '" + name + "' has " +
                          std::to_string(bytes.size()) + " bytes, its shape and dtype need " +
                          std::to_string(numel * dtype_size(dtype)));
-    entries_[name] = Entry{dtype, std::move(shape), std::move(bytes)};
+    const std::size_t size = bytes.size();
+    entries_[name] = Entry{dtype, std::move(shape), std::move(bytes), size, {}, 1};
   }
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
   // The whole file in memory.
   std::vector<char> bytes() const {
     const std::vector<char> head = header();
-    std::size_t size = head.size();
-    for (auto& kv : entries_) size += kv.second.bytes.size();
-    // Sized once and filled with memcpy (vector::insert here trips GCC 12's -Wstringop-overread).
+    const std::vector<ByteSpan> parts = pieces(head);
+    std::size_t size = 0;
+    for (const ByteSpan& part : parts) size += part.size;
     std::vector<char> out(size);
-    std::memcpy(out.data(), head.data(), head.size());
-    std::size_t at = head.size();
-    for (auto& kv : entries_) {
-      if (!kv.second.bytes.empty())
-        std::memcpy(out.data() + at, kv.second.bytes.data(), kv.second.bytes.size());
-      at += kv.second.bytes.size();
-    }
+    std::size_t at = 0;
+    internal::send_pieces(parts, [&](const char* p, std::size_t n) {
+      std::memcpy(out.data() + at, p, n);
+      at += n;
+    });
     return out;
   }
   // Atomic: written to a temporary file in the same folder, flushed, then renamed over `path`
   // (write_file_atomic), so `path` is never half written and may be the file being read. The
-  // tensors go out from where they lie, without being gathered into one buffer first.
+  // tensors go out from where they lie (views a few rows at a time), never gathered into one
+  // buffer first.
   void write(const std::string& path) const {
     const std::vector<char> head = header();
-    std::vector<ByteSpan> pieces{{head.data(), head.size()}};
-    for (auto& kv : entries_) pieces.push_back({kv.second.bytes.data(), kv.second.bytes.size()});
-    write_file_atomic(path, pieces);
+    write_file_atomic(path, pieces(head));
   }
 
  private:
   struct Entry {
     DType dtype;
     std::vector<std::int64_t> shape;
-    std::vector<char> bytes;
+    std::vector<char> bytes;  // converted already, or empty for a view
+    std::size_t size;         // bytes in the file
+    std::function<void(char*, std::size_t, std::size_t)> fill;  // a view's bytes, made on demand
+    std::size_t granule;      // a view's bytes per chunk step (whole rows)
   };
+  std::vector<ByteSpan> pieces(const std::vector<char>& head) const {
+    std::vector<ByteSpan> parts{{head.data(), head.size()}};
+    for (auto& kv : entries_) {
+      const Entry& e = kv.second;
+      if (e.fill) parts.push_back({nullptr, e.size, e.fill, e.granule});
+      else parts.push_back({e.bytes.data(), e.size});
+    }
+    return parts;
+  }
+  template <class T, class S>
+  void add_view(const std::string& name, const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>& M,
+                DType dtype) {
+    if (name == "__metadata__")
+      throw format_error("safetensors: '__metadata__' cannot be a tensor name");
+    const S* data = M.data();
+    const Eigen::Index m = M.rows(), n = M.cols();
+    const std::size_t row_bytes = std::size_t(n) * sizeof(T);
+    // Rows [first / row_bytes, …) of M as T, row by row: the transposing copy of those rows.
+    auto fill = [data, m, n, row_bytes](char* out, std::size_t first, std::size_t count) {
+      const Eigen::Index r0 = Eigen::Index(first / row_bytes), rows = Eigen::Index(count / row_bytes);
+      copy_row_major_to_column_major(data + r0, n, rows, m, reinterpret_cast<T*>(out), n);
+    };
+    // Eight rows at a time where they fit in a chunk: whole 8 × 8 tiles, no ragged edge.
+    const std::size_t granule =
+        row_bytes == 0 ? 1 : 8 * row_bytes <= internal::kWriteChunk ? 8 * row_bytes : row_bytes;
+    entries_[name] = Entry{dtype, {std::int64_t(m), std::int64_t(n)}, {},
+                           std::size_t(m) * row_bytes, fill, granule};
+  }
   // The 8-byte header length and the JSON header, padded to 8 bytes.
   std::vector<char> header() const {
     nlohmann::json json = nlohmann::json::object();
@@ -491,8 +538,8 @@ class SafetensorsWriter {
     for (auto& kv : entries_) {
       json[kv.first] = {{"dtype", dtype_name(kv.second.dtype)},
                         {"shape", kv.second.shape},
-                        {"data_offsets", {offset, offset + kv.second.bytes.size()}}};
-      offset += kv.second.bytes.size();
+                        {"data_offsets", {offset, offset + kv.second.size}}};
+      offset += kv.second.size;
     }
     std::string h;
     try {
