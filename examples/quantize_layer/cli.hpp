@@ -389,10 +389,13 @@ void solve_and_write(const Args& a, Problem<WScalar>& p, const Grid& grid, std::
   if (a.method == "rtn") {
     r = loaq::rtn(p.W, grid, a.opt.group_size, a.opt.search, out);
   } else if (a.method == "gptq") {
-    auto solve = [&](const auto& H) {
+    // H is handed over too unless the errors are reported: the solve releases it once it is
+    // factored, and the result reuses its memory instead of touching n² fresh entries.
+    auto solve = [&](auto& H) {
+      if (a.report_errors) return loaq::gptq(p.W, H, grid, a.opt, out, &diag);
       if constexpr (std::is_same<WScalar, Scalar>::value)
-        if (!keep_weight) return loaq::gptq(std::move(p.W), H, grid, a.opt, out, &diag);
-      return loaq::gptq(p.W, H, grid, a.opt, out, &diag);
+        if (!keep_weight) return loaq::gptq(std::move(p.W), std::move(H), grid, a.opt, out, &diag);
+      return loaq::gptq(p.W, std::move(H), grid, a.opt, out, &diag);
     };
     r = p.H_float.size() ? solve(p.H_float) : solve(p.H);
   } else if (a.method == "gptaq") {

@@ -112,6 +112,31 @@ TEST_CASE_TEMPLATE("a weight handed over (std::move) or stored row-major: the sa
         CHECK((out->g_idx == base.g_idx));
         CHECK(out->loss == base.loss);
       }
+      if (alpha == 0) {  // GPTQ also takes the Hessian over, with or without the weight
+        loaq::QuantizedWeight<Scalar> both, hessian_only;
+        loaq::Matrix<Scalar> handed_w = W;
+        Eigen::MatrixXd handed_h = p.H, handed_h2 = p.H;
+        REQUIRE(loaq::gptq(std::move(handed_w), std::move(handed_h), grid, opt, both).ok());
+        REQUIRE(loaq::gptq(W, std::move(handed_h2), grid, opt, hessian_only).ok());
+        CHECK(handed_h.size() == 0);  // released once factored
+        CHECK(handed_h2.size() == 0);
+        for (const auto* out : {&both, &hessian_only}) {
+          CHECK((out->codes == base.codes));
+          CHECK((out->weight == base.weight));
+          CHECK((out->scales == base.scales));
+          CHECK((out->zeros == base.zeros));
+          CHECK(out->loss == base.loss);
+        }
+        // A handed-over Hessian that is refused is left as it was.
+        Eigen::MatrixXd bad_h = p.H;
+        bad_h(2, 2) = std::numeric_limits<double>::infinity();
+        const Eigen::MatrixXd bad_copy = bad_h;
+        loaq::QuantizedWeight<Scalar> refused;
+        CHECK(loaq::gptq(W, std::move(bad_h), grid, opt, refused).status ==
+              loaq::Status::NonFiniteInput);
+        CHECK((bad_h.array() == bad_copy.array()).all());  // Inf == Inf
+        CHECK(refused.weight.size() == 0);
+      }
       CHECK(std::abs(base.weight(3, 0)) > std::ldexp(1.0, 80));  // the scaled rows came back
       // A handed-over weight with NaN is refused like any other.
       loaq::Matrix<Scalar> bad = W;

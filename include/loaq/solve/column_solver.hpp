@@ -164,6 +164,10 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   Eigen::VectorXd row_weight;
   int loss_exponent = 0;
   row_loss_weights(rows_scale, m, prep.log4_scale, row_weight, loss_exponent);
+  // The m × n results first: a Hessian handed over and released after its factor leaves a block
+  // of exactly this size free, which the weight then reuses if nothing smaller was carved from it.
+  out.weight.resize(m, n);
+  out.codes.resize(m, n);
   out.scales.resize(m, groups);
   out.zeros.resize(m, groups);
   out.g_idx.resize(n);
@@ -196,15 +200,15 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   if (prep.permuted()) W = W(Eigen::all, perm).eval();
 
   const Mat& U = prep.upper;
-  if (!internal::all_finite(U))
+  if (!internal::all_finite(U)) {
+    out = QuantizedWeight<Scalar>{};
     return Report::fail(Status::OutOfRange,
                         "the inverse factor does not fit the solver's scalar (the damped Hessian "
                         "is too ill-conditioned): raise percdamp or solve in double");
+  }
   std::vector<char> overflowed(std::size_t(panels), 0);  // per panel: a non-finite error
 
   // Results go straight to their original column (no solve-order copy to permute at the end).
-  out.weight.resize(m, n);
-  out.codes.resize(m, n);
   const Index B = opt.block_size;
   constexpr Index kSub = LOAQ_SUBBLOCK;
   Mat W1(m, std::min<Index>(B, n)), E1(m, std::min<Index>(B, n));
