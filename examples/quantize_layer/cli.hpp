@@ -460,7 +460,9 @@ void solve_and_write(const Args& a, Problem<WScalar>& p, const Grid& grid, std::
       throw input_error(std::string(name) + " reaches " + std::to_string(double(x.cwiseAbs().maxCoeff())) +
                         ", beyond the F32 output file's range; rescale the layer");
   };
-  fits_f32("the quantized weight", out.weight);
+  // (A float result fits by construction: the solvers never return a non-finite value, so the
+  // pass over the m × n weight is only needed for a double solve.)
+  if constexpr (!std::is_same<Scalar, float>::value) fits_f32("the quantized weight", out.weight);
   fits_f32("a scale", out.scales);
   fits_f32("a zero", out.zeros);
   if (a.emit_target && target.size()) fits_f32("the target W*", target);

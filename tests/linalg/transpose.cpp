@@ -9,6 +9,10 @@
 
 #include "../support.hpp"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 using loaq::Index;
 
 TEST_CASE_TEMPLATE("row-major to column-major copy matches the element-by-element copy", To,
@@ -75,4 +79,29 @@ TEST_CASE_TEMPLATE("all_finite agrees with allFinite on every kind of entry", Sc
       CHECK(!loaq::internal::all_finite(B.block(0, 0, B.rows(), B.cols())));
       CHECK(B.allFinite() == loaq::internal::all_finite(B));
     }
+  // Large enough to be split over the threads (by columns, or by rows when row-major): one bad
+  // entry anywhere is found on any number of threads.
+  loaq::Matrix<Scalar> L = loaq::Matrix<Scalar>::Ones(1100, 1000);
+  L(17, 3) = Lim::max();
+  using RowMajor = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  for (int threads : {1, 2, 3}) {
+    CAPTURE(threads);
+#ifdef _OPENMP
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+#endif
+    CHECK(loaq::internal::all_finite(L));
+    CHECK(loaq::internal::all_finite(RowMajor(L)));
+    for (Index k : {Index(0), L.size() / 2 + 7, L.size() - 1}) {
+      loaq::Matrix<Scalar> B = L;
+      B(k % B.rows(), k / B.rows()) = Lim::quiet_NaN();
+      CHECK(!loaq::internal::all_finite(B));
+      CHECK(!loaq::internal::all_finite(RowMajor(B)));
+      CHECK(!loaq::internal::all_finite(B.block(1, 1, B.rows() - 1, B.cols() - 1)) ==
+            (k % B.rows() != 0 && k / B.rows() != 0));
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(before);
+#endif
+  }
 }
