@@ -21,9 +21,11 @@ TEST_CASE_TEMPLATE("row-major to column-major copy matches the element-by-elemen
   std::uniform_real_distribution<float> u(-1, 1);
   // Shapes inside one tile, on tile and block edges, ragged in either direction and across
   // the blocks; a row stride wider than the row, a destination stride taller than the column.
-  // The last three are large enough for the threaded path (several column blocks of 128).
+  // The last four are large enough for the threaded path: several column blocks of 128 and
+  // row blocks of 256, or (as the safetensors writer's few rows of a wide matrix) one column
+  // block over many row blocks.
   const Index shapes[][2] = {{1, 1}, {1, 9}, {9, 1}, {8, 8}, {7, 13}, {16, 24}, {64, 3},
-                             {300, 268}, {257, 511}, {129, 1030}};
+                             {300, 268}, {257, 511}, {129, 1030}, {4100, 29}};
   for (const auto& s : shapes) {
     const Index rows = s[0], cols = s[1], src_stride = cols + 5, dst_stride = rows + 3;
     CAPTURE(rows);

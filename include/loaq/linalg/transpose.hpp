@@ -19,9 +19,11 @@ namespace loaq {
 // dst(i, j) = To(src(i, j)) for a rows × cols matrix that src holds row by row (element (i, j) at
 // src[i·src_stride + j]) and dst column by column (at dst[j·dst_stride + i]). 8 × 8 register
 // tiles, which Eigen transposes (and converts) in registers, walked in blocks of 256 rows × 128
-// columns that stay in L2; a large matrix's column blocks are spread over the OpenMP threads
-// (a copy: the same bytes on any number of threads). The same call turns a column-major matrix
-// into row-major bytes: a column-major m × n matrix read row by row is its n × m transpose.
+// columns that stay in L2; a large matrix's blocks are spread over the OpenMP threads, column
+// block by column block (a copy: the same bytes on any number of threads). The same call turns
+// a column-major matrix into row-major bytes: a column-major m × n matrix read row by row is its
+// n × m transpose (a few of its rows at a time, as the safetensors writer does, make a matrix of
+// one column block and many row blocks).
 template <class From, class To>
 void copy_row_major_to_column_major(const From* src, Index rows, Index cols, Index src_stride,
                                     To* dst, Index dst_stride) {
@@ -32,17 +34,18 @@ void copy_row_major_to_column_major(const From* src, Index rows, Index cols, Ind
   using Stride = Eigen::OuterStride<>;
   const Index rows_tiled = rows / kTile * kTile, cols_tiled = cols / kTile * kTile;
   const Index col_blocks = (cols_tiled + kColBlock - 1) / kColBlock;
+  const Index row_blocks = (rows_tiled + kRowBlock - 1) / kRowBlock;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (rows * cols >= kThreadedEntries)
 #endif
-  for (Index b = 0; b < col_blocks; ++b) {
-    const Index J = b * kColBlock, J_end = std::min(cols_tiled, J + kColBlock);
-    for (Index I = 0; I < rows_tiled; I += kRowBlock)
-      for (Index j = J; j < J_end; j += kTile)
-        for (Index i = I; i < std::min(rows_tiled, I + kRowBlock); i += kTile)
-          Eigen::Map<DstTile, 0, Stride>(dst + j * dst_stride + i, Stride(dst_stride)) =
-              Eigen::Map<const SrcTile, 0, Stride>(src + i * src_stride + j, Stride(src_stride))
-                  .template cast<To>();
+  for (Index b = 0; b < col_blocks * row_blocks; ++b) {  // column-block major: b / row_blocks
+    const Index J = b / row_blocks * kColBlock, J_end = std::min(cols_tiled, J + kColBlock);
+    const Index I = b % row_blocks * kRowBlock, I_end = std::min(rows_tiled, I + kRowBlock);
+    for (Index j = J; j < J_end; j += kTile)
+      for (Index i = I; i < I_end; i += kTile)
+        Eigen::Map<DstTile, 0, Stride>(dst + j * dst_stride + i, Stride(dst_stride)) =
+            Eigen::Map<const SrcTile, 0, Stride>(src + i * src_stride + j, Stride(src_stride))
+                .template cast<To>();
   }
   // The ragged right and bottom edges, element by element.
   for (Index j = 0; j < cols; ++j)
