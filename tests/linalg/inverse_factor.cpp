@@ -40,6 +40,30 @@ TEST_CASE_TEMPLATE("inverse factor is the upper Cholesky factor of the damped in
   CHECK((H == H_copy));  // the input is never modified
 }
 
+// Above n = 2048 a float factor inverts in steps of 128 columns (64 below and in double); the
+// first step is ragged here (2100 = 16·128 + 52). It must be as accurate as the smaller steps.
+TEST_CASE("a large float factor, inverted in wider steps, agrees with the double factor") {
+  const Index n = 2100;
+  const Eigen::MatrixXd H = random_hessian(n, 96, 23);
+  loaq::InverseFactor<float> f;
+  loaq::InverseFactor<double> d;
+  REQUIRE(f.compute(H.cast<float>()).info() == loaq::Status::Success);
+  REQUIRE(d.compute(H).info() == loaq::Status::Success);
+  CHECK(f.residual(H) < 1e-3);
+  REQUIRE(f.log4_scale() == d.log4_scale());
+  const Eigen::MatrixXd Uf = f.upper().cast<double>();
+  CHECK(Uf.isUpperTriangular(0));
+  // float's rounding at this conditioning is about 1e-4; a wrong step would be off by O(1).
+  CHECK((Uf - d.upper()).norm() / d.upper().norm() < 1e-3);
+  // Block by block as well: an error confined to one step's columns would hide in the whole norm.
+  for (Index j0 = 0; j0 < n; j0 += 128) {
+    const Index w = std::min<Index>(128, n - j0);
+    CAPTURE(j0);
+    CHECK((Uf.middleCols(j0, w) - d.upper().middleCols(j0, w)).norm() /
+              d.upper().middleCols(j0, w).norm() < 1e-3);
+  }
+}
+
 TEST_CASE("inverse factor retries with escalating damping and reports what it used") {
   // Singular PSD (rank 3 in 6 dims) with zero damping fails, then succeeds on retry.
   std::mt19937 rng(23);

@@ -99,14 +99,16 @@ Index cholesky_lower_recursive(StridedRef<Scalar> A) {
 
 // L⁻¹ in place, blocked from the bottom-right: with the trailing block already inverted,
 // L21 ← −L22⁻¹·L21·L11⁻¹, then L11 ← L11⁻¹. Scratch of n × nb only (a recursive split into
-// halves needs n²/4 and was no faster here, nor was a split into two in-place TRSMs). In float,
-// 128 columns rather than 64 halve how often the trailing triangle is read (bench/README.md:
-// the whole float factor at n = 4096 on two threads, 269–273 → 257–263 ms); double keeps 64, and
-// with it the bits of every double factor (the experiment's tables) as they were.
+// halves needs n²/4 and was no faster here, nor was a split into two in-place TRSMs). A large
+// float factor takes 128 columns per step, which halves how often the trailing triangle is read
+// (bench/README.md: the whole float factor at n = 4096 on two threads, 269–273 → 257–263 ms).
+// Below that size it gained nothing measurable, and double never did: those keep 64, and with it
+// the bits of every result published from them (the experiment factors in double; the SmolLM2
+// and tiny-model layers are smaller).
 template <class Scalar>
 void invert_lower_blocked(StridedRef<Scalar> A) {
   const Index n = A.rows();
-  constexpr Index nb = std::is_same<Scalar, float>::value ? 128 : 64;
+  const Index nb = std::is_same<Scalar, float>::value && n > 2048 ? 128 : 64;
   Matrix<Scalar> tmp, diag_inv;
   for (Index j = ((n - 1) / nb) * nb; j >= 0; j -= nb) {
     const Index jb = std::min(nb, n - j), rest = n - j - jb;
