@@ -305,7 +305,7 @@ TEST_CASE("an atomic write whose made piece throws leaves the old file and no te
   for (std::size_t i = 0; i < (std::size_t(3) << 20); ++i)
     in_order = in_order && got[head.size() + i] == char(i % 251);
   CHECK(in_order);
-  CHECK(calls == (std::size_t(3) << 20) / loaq::io::internal::kWriteChunk);
+  CHECK(calls == (std::size_t(3) << 20) / loaq::io::kWriteChunk);
 }
 
 // A regular file stays open and each tensor is read from it when asked for, in chunks of whole

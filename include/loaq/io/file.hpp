@@ -69,8 +69,8 @@ struct ByteSpan {
   std::size_t granule = 1;
 };
 
-namespace internal {
-constexpr std::size_t kWriteChunk = std::size_t(512) << 10;  // stays in L2 between fill and write
+// Bytes per chunk of a made piece: the chunk stays in L2 between its fill and its write.
+constexpr std::size_t kWriteChunk = std::size_t(512) << 10;
 
 // Sends every piece to `put(data, size)`, making the made ones chunk by chunk in one buffer.
 template <class Put>
@@ -95,7 +95,6 @@ void send_pieces(const std::vector<ByteSpan>& pieces, Put&& put) {
     }
   }
 }
-}  // namespace internal
 
 // Writes the pieces, one after the other, to `path` atomically: into a new temporary file in the
 // same folder (path + ".tmp.<pid>.<n>"), flushed to disk, then renamed over `path`. A reader that
@@ -112,7 +111,7 @@ inline void write_file_atomic(const std::string& path, const std::vector<ByteSpa
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) throw format_error(path + ": cannot open for writing (temporary file " + tmp + ")");
     try {
-      internal::send_pieces(pieces, [&](const char* p, std::size_t n) {
+      send_pieces(pieces, [&](const char* p, std::size_t n) {
         f.write(p, std::streamsize(n));
       });
     } catch (...) {
@@ -154,7 +153,7 @@ inline void write_file_atomic(const std::string& path, const std::vector<ByteSpa
       ::fchmod(fd, old.st_mode & 07777) != 0)
     fail("cannot copy the permissions of the existing file");
   try {
-    internal::send_pieces(pieces, [&](const char* p, std::size_t left) {
+    send_pieces(pieces, [&](const char* p, std::size_t left) {
       while (left > 0) {
         const ::ssize_t n = ::write(fd, p, left);
         if (n < 0) {

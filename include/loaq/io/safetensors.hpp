@@ -478,7 +478,7 @@ class SafetensorsWriter {
     for (const ByteSpan& part : parts) size += part.size;
     std::vector<char> out(size);
     std::size_t at = 0;
-    internal::send_pieces(parts, [&](const char* p, std::size_t n) {
+    send_pieces(parts, [&](const char* p, std::size_t n) {
       std::memcpy(out.data() + at, p, n);
       at += n;
     });
@@ -526,7 +526,7 @@ class SafetensorsWriter {
     };
     // Eight rows at a time where they fit in a chunk: whole 8 × 8 tiles, no ragged edge.
     const std::size_t granule =
-        row_bytes == 0 ? 1 : 8 * row_bytes <= internal::kWriteChunk ? 8 * row_bytes : row_bytes;
+        row_bytes == 0 ? 1 : 8 * row_bytes <= kWriteChunk ? 8 * row_bytes : row_bytes;
     entries_[name] = Entry{dtype, {std::int64_t(m), std::int64_t(n)}, {},
                            std::size_t(m) * row_bytes, fill, granule};
   }
