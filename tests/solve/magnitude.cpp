@@ -136,6 +136,15 @@ TEST_CASE_TEMPLATE("a weight handed over (std::move) or stored row-major: the sa
               loaq::Status::NonFiniteInput);
         CHECK((bad_h.array() == bad_copy.array()).all());  // Inf == Inf
         CHECK(refused.weight.size() == 0);
+        // So is one whose factorization fails (indefinite, no retries).
+        Eigen::MatrixXd indefinite = p.H;
+        indefinite(4, 4) = -indefinite(4, 4);
+        const Eigen::MatrixXd indefinite_copy = indefinite;
+        loaq::GptqOptions once = opt;
+        once.damping.max_attempts = 1;
+        CHECK(loaq::gptq(W, std::move(indefinite), grid, once, refused).status ==
+              loaq::Status::NotPositiveDefinite);
+        CHECK((indefinite == indefinite_copy));
       }
       CHECK(std::abs(base.weight(3, 0)) > std::ldexp(1.0, 80));  // the scaled rows came back
       // A handed-over weight with NaN is refused like any other.

@@ -452,8 +452,7 @@ class SafetensorsWriter {
   // The bytes must match the shape and dtype (a file the reader would reject is never written).
   void add_raw(const std::string& name, DType dtype, std::vector<std::int64_t> shape,
                std::vector<char> bytes) {
-    if (name == "__metadata__")
-      throw format_error("safetensors: '__metadata__' cannot be a tensor name");
+    check_name(name);
     std::size_t numel = 1;
     for (std::int64_t d : shape) {
       if (d < 0 || (d != 0 && numel > std::numeric_limits<std::size_t>::max() / std::uint64_t(d)))
@@ -502,6 +501,10 @@ class SafetensorsWriter {
     std::function<void(char*, std::size_t, std::size_t)> fill;  // a view's bytes, made on demand
     std::size_t granule;      // a view's bytes per chunk step (whole rows)
   };
+  static void check_name(const std::string& name) {
+    if (name == "__metadata__")
+      throw format_error("safetensors: '__metadata__' cannot be a tensor name");
+  }
   std::vector<ByteSpan> pieces(const std::vector<char>& head) const {
     std::vector<ByteSpan> parts{{head.data(), head.size()}};
     for (auto& kv : entries_) {
@@ -514,8 +517,7 @@ class SafetensorsWriter {
   template <class T, class S>
   void add_view(const std::string& name, const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>& M,
                 DType dtype) {
-    if (name == "__metadata__")
-      throw format_error("safetensors: '__metadata__' cannot be a tensor name");
+    check_name(name);
     const S* data = M.data();
     const Eigen::Index m = M.rows(), n = M.cols();
     const std::size_t row_bytes = std::size_t(n) * sizeof(T);

@@ -54,7 +54,8 @@ Report gptq(Matrix<typename Grid::Scalar>&& W, const Eigen::MatrixBase<DH>& H, c
 // The same, also handing over the Hessian (`gptq(W, std::move(H), …)`, any scalar): H's storage
 // is released as soon as its inverse factor is computed, so the result can reuse it. Peak memory
 // is n² entries lower and fresh memory is not touched again for the output; the result is
-// identical. H is left empty, or untouched if the solve fails before the factor.
+// identical. H is left empty once factored; if W, the options or H itself are refused, or the
+// factorization fails, H is left as it was.
 template <class Grid, class DW, class HScalar>
 Report gptq(const Eigen::MatrixBase<DW>& W, Matrix<HScalar>&& H, const Grid& grid,
             const GptqOptions& options, QuantizedWeight<typename Grid::Scalar>& out,
