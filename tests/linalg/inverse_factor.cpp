@@ -186,3 +186,39 @@ TEST_CASE("the symmetry check names the first asymmetric pair column by column")
   CHECK(f.compute(A).info() == loaq::Status::NotSymmetric);
   CHECK(f.message().find("H(150,70)") != std::string::npos);
 }
+
+// The Cholesky form (what plain GPTQ's left-looking loop starts from) skips the inversion: R with
+// (H + λI)·4^−k = R·Rᵀ, which is U⁻¹, and its accuracy check solves with R instead of
+// multiplying by U. n = 600: three blocks of the substitutions, the last one ragged.
+TEST_CASE_TEMPLATE("the Cholesky form is U's inverse, and its check is the dense formula", Scalar,
+                   float, double) {
+  using loaq::internal::FactorForm;
+  for (const Index n : {Index(45), Index(600)}) {
+    CAPTURE(n);
+    const Eigen::MatrixXd H = random_hessian(n, n + 300, 41);
+    loaq::InverseFactor<Scalar> u, r;
+    REQUIRE(u.compute(H).info() == loaq::Status::Success);
+    REQUIRE(r.compute(H, loaq::DampingPolicy{}, loaq::internal::CheckedHessian{}, FactorForm::Cholesky)
+                .info() == loaq::Status::Success);
+    CHECK(r.log4_scale() == u.log4_scale());
+    CHECK(r.damping() == u.damping());
+    const Eigen::MatrixXd R = r.upper().template cast<double>();
+    CHECK(R.isUpperTriangular(0));
+    CHECK((R.diagonal().array() > 0).all());
+    Eigen::MatrixXd Hd = H;
+    Hd.diagonal().array() += r.damping();
+    Hd *= std::ldexp(1.0, -2 * r.log4_scale());
+    const double eps = std::is_same_v<Scalar, float> ? 1e-6 : 1e-14;
+    CHECK((R * R.transpose() - Hd).norm() / Hd.norm() < 10 * eps);
+    const Eigen::MatrixXd U = u.upper().template cast<double>();
+    CHECK((R * U - Eigen::MatrixXd::Identity(n, n)).norm() < (std::is_same_v<Scalar, float> ? 1e-3 : 1e-10));
+    Eigen::VectorXd v(n);
+    for (Index i = 0; i < n; ++i) v[i] = ((i * 7919) % 13) % 2 ? 1.0 : -0.5;
+    const Eigen::VectorXd y = R.triangularView<Eigen::Upper>().solve(v);
+    const Eigen::VectorXd z = R.transpose().triangularView<Eigen::Lower>().solve(y);
+    const double dense = (Hd * z - v).norm() / v.norm();
+    CHECK(std::abs(r.residual(H) - dense) <= 1e-3 * dense + 1e-12);
+    CHECK(r.residual(H) < (std::is_same_v<Scalar, float> ? 1e-3 : 1e-10));
+    CHECK(r.residual(2.0 * H) > 0.5);  // a factor of another matrix is caught
+  }
+}

@@ -104,19 +104,23 @@ TEST_CASE_TEMPLATE("the inverse factor and its checks give the same bits for any
   const Index n = 601;  // the recursion's threaded panels, and an odd middle column to reverse
   const Eigen::MatrixXd X = loaq_test::random_inputs(n, 900, rng);
   const Eigen::MatrixXd H = 2.0 * X * X.transpose();
-  auto factor = [&] {
-    loaq::InverseFactor<Scalar> f;
-    REQUIRE(f.compute(H).info() == loaq::Status::Success);
-    return std::make_pair(f.upper(), f.residual(H));
-  };
-  const auto one = with_threads(1, factor), two = with_threads(2, factor),
-             three = with_threads(3, factor);
-  CHECK((one.first == two.first));
-  CHECK((one.first == three.first));
-  CHECK(one.first.template triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero(0));
-  CHECK(one.second == two.second);
-  CHECK(one.second == three.second);
-  CHECK(one.second < 1e-3);
+  for (const auto form : {loaq::internal::FactorForm::Inverse, loaq::internal::FactorForm::Cholesky}) {
+    CAPTURE(int(form));
+    auto factor = [&] {
+      loaq::InverseFactor<Scalar> f;
+      REQUIRE(f.compute(H, loaq::DampingPolicy{}, loaq::internal::CheckedHessian{}, form).info() ==
+              loaq::Status::Success);
+      return std::make_pair(f.upper(), f.residual(H));
+    };
+    const auto one = with_threads(1, factor), two = with_threads(2, factor),
+               three = with_threads(3, factor);
+    CHECK((one.first == two.first));
+    CHECK((one.first == three.first));
+    CHECK(one.first.template triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero(0));
+    CHECK(one.second == two.second);
+    CHECK(one.second == three.second);
+    CHECK(one.second < 1e-3);
+  }
   // Several asymmetric pairs: every thread count names the one a serial walk meets first.
   Eigen::MatrixXd A = H;
   const double bump = 0.05 * std::sqrt(A(500, 500) * A(90, 90));
@@ -150,6 +154,21 @@ TEST_CASE_TEMPLATE("GPTQ and GPTAQ give bit-identical results for any thread cou
     REQUIRE(loaq::gptq(W, acc.hessian(), grid, opt, out).ok());
     return out;
   };
+  // The left-looking loop with a group as wide as its block, and the right-looking one (a group
+  // wider than its block keeps U).
+  for (const int group : {64, 96}) {
+    loaq::GptqOptions o = opt;
+    o.group_size = group;
+    auto solve = [&] {
+      loaq::QuantizedWeight<Scalar> out;
+      REQUIRE(loaq::gptq(W, acc.hessian(), grid, o, out).ok());
+      return out;
+    };
+    const auto a = with_threads(1, solve), b = with_threads(2, solve), c = with_threads(3, solve);
+    CHECK(a.weight == b.weight);
+    CHECK(a.weight == c.weight);
+    CHECK(a.loss == c.loss);
+  }
   auto gptaq = [&] {
     loaq::QuantizedWeight<Scalar> out;
     REQUIRE(loaq::gptaq(W, acc.hessian(), acc.cross(), grid, opt, 0.25, out).ok());

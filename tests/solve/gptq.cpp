@@ -296,3 +296,100 @@ TEST_CASE_TEMPLATE("GPTAQ's correction in row panels equals the full-width formu
   // Zero on and below the diagonal, exactly.
   CHECK(loaq::Matrix<Scalar>(P.template triangularView<Eigen::Lower>()).isZero(0));
 }
+
+namespace {
+// One solve on a Hessian prepared in the given form (left_block 0: the inverse factor U).
+template <class Scalar>
+loaq::QuantizedWeight<Scalar> solve_in_form(const Eigen::MatrixXd& W, const Eigen::MatrixXd& H,
+                                            const loaq::GptqOptions& opt, Index left_block) {
+  loaq::PreparedHessian<Scalar> prep;
+  REQUIRE(loaq::internal::prepare_hessian_as(H, opt.act_order, opt.damping, prep, opt.factor,
+                                             left_block).ok());
+  CHECK(prep.upper.size() == (left_block ? 0 : H.size()));
+  CHECK(prep.left_factor.size() == (left_block ? H.size() : 0));
+  loaq::QuantizedWeight<Scalar> out;
+  REQUIRE(loaq::internal::solve_columns(W.cast<Scalar>(), prep, loaq::UniformGrid<Scalar, 4>(false),
+                                        opt, nullptr, out, nullptr).ok());
+  return out;
+}
+}  // namespace
+
+// gptq() runs left-looking on R (R·Rᵀ = H) and the inverses of its diagonal blocks instead of on
+// U = R⁻¹: every block must start where the right-looking loop leaves it, which is what a group's
+// parameters are taken from. m = 150: a ragged row panel; n = 300: a ragged last block.
+TEST_CASE_TEMPLATE("the left-looking loop is the right-looking one, group by group", Scalar, float,
+                   double) {
+  std::mt19937 rng(29);
+  const Index m = 150, n = 300;
+  const loaq_test::Problem pb = loaq_test::make_problem(m, n, rng, 2, 3);  // 3 dead columns
+  struct Case { int block, group; bool act, stat; };
+  for (const Case c : {Case{128, -1, false, false}, Case{128, 128, false, false},
+                       Case{128, 32, false, false}, Case{64, 64, true, false},
+                       Case{128, 32, true, true}, Case{128, 48, false, false},
+                       Case{64, 128, false, false}}) {
+    CAPTURE(c.block);
+    CAPTURE(c.group);
+    CAPTURE(c.act);
+    loaq::GptqOptions opt;
+    opt.block_size = c.block;
+    opt.group_size = c.group;
+    opt.act_order = c.act;
+    opt.static_groups = c.stat;
+    const auto right = solve_in_form<Scalar>(pb.W, pb.H, opt, 0);
+    loaq::QuantizedWeight<Scalar> out;
+    REQUIRE(loaq::gptq(pb.W.cast<Scalar>(), pb.H, loaq::UniformGrid<Scalar, 4>(false), opt, out).ok());
+    // A group that reaches past its block (48 in 128, 128 in 64) needs U: gptq() keeps it.
+    const bool fits = loaq::internal::left_looking_fits(opt, false);
+    CHECK(fits == (c.group < 0 || c.stat || c.block % c.group == 0));
+    if (!fits) {
+      CHECK(out.weight == right.weight);
+      loaq::PreparedHessian<Scalar> prep;
+      REQUIRE(loaq::internal::prepare_hessian_as(pb.H, c.act, opt.damping, prep, opt.factor,
+                                                 Index(c.block)).ok());
+      loaq::QuantizedWeight<Scalar> refused;
+      CHECK(loaq::internal::solve_columns(pb.W.cast<Scalar>(), prep,
+                                          loaq::UniformGrid<Scalar, 4>(false), opt, nullptr,
+                                          refused, nullptr).status == loaq::Status::InvalidArgument);
+      CHECK(refused.weight.size() == 0);
+      continue;
+    }
+    const auto left = solve_in_form<Scalar>(pb.W, pb.H, opt, c.block);
+    CHECK(out.weight == left.weight);  // gptq() is the left-looking solve
+    CHECK(out.codes == left.codes);
+    // Both forms agree to rounding: in double every code, in float all but a few rounding ties.
+    const double same = double((left.codes.array() == right.codes.array()).count()) / double(m * n);
+    CHECK(same >= (std::is_same_v<Scalar, double> ? 1.0 : 0.999));
+    const double scale_error = (left.scales - right.scales).cwiseAbs().maxCoeff() /
+                               right.scales.cwiseAbs().maxCoeff();
+    CHECK(scale_error < (std::is_same_v<Scalar, double> ? 1e-12 : 1e-4));
+    CHECK(left.loss == doctest::Approx(right.loss).epsilon(std::is_same_v<Scalar, float> ? 1e-4 : 1e-12));
+    for (const Index j : {3, 8, 13}) CHECK(left.weight.col(j).isZero(0));  // the dead columns
+  }
+}
+
+// The float accuracy check guards both forms alike: U (a group wider than its block) and the
+// left-looking form are redone in double when float cannot hold the damped inverse.
+TEST_CASE("an inaccurate float factor is redone in double, whichever form the loop runs on") {
+  std::mt19937 rng(31);
+  const Index m = 40, n = 200;
+  Eigen::MatrixXd X = loaq_test::random_matrix<double>(n, 60, rng);  // rank 60 of 200
+  for (Index i = 0; i < n; i += 5) X.row(i) *= 300;
+  const Eigen::MatrixXd H = gram(X);
+  const Eigen::MatrixXf W = loaq_test::random_matrix<float>(m, n, rng);
+  for (const double percdamp : {1e-2, 1e-8}) {  // κ about 1e2, then far beyond float's 1e5
+    for (const int block : {40, 30}) {          // left-looking, then U
+      CAPTURE(percdamp);
+      CAPTURE(block);
+      loaq::GptqOptions opt;
+      opt.damping.percdamp = percdamp;
+      opt.group_size = 40;
+      opt.block_size = block;
+      CHECK(loaq::internal::left_looking_fits(opt, false) == (block == 40));
+      loaq::QuantizedWeight<float> out;
+      loaq::SolveDiagnostics diag;
+      REQUIRE(loaq::gptq(W, H, loaq::UniformGrid<float, 4>(), opt, out, &diag).ok());
+      CHECK(diag.double_fallback == (percdamp < 1e-4));
+      CHECK(out.weight.allFinite());
+    }
+  }
+}

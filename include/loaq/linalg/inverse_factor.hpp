@@ -225,6 +225,11 @@ enum class FactorPrecision { Solver, Double };
 
 namespace internal {
 
+// What InverseFactor::compute leaves in upper(): U with (H + λI)⁻¹ = 4^−k·UᵀU (Inverse, what
+// every solver built on Ĥ⁻¹ needs), or R with (H + λI)·4^−k = R·Rᵀ, R = U⁻¹ upper triangular
+// (Cholesky: the plain GPTQ loop runs on it left-looking and needs no inverse, n³/3 flops fewer).
+enum class FactorForm { Inverse, Cholesky };
+
 // k with 4^k within a factor 4 of v > 0: scaling by 4^−k is exact and keeps √ exact too.
 inline int log4_near(double v) {
   int e = 0;
@@ -389,16 +394,19 @@ class InverseFactor {
   // The same for a Hessian the caller has already found square, finite and symmetric
   // (prepare_hessian checks the caller's matrix, so that its messages name the caller's indices):
   // two O(n²) passes fewer.
+  // With FactorForm::Cholesky, upper() is R (see FactorForm) and the inversion is skipped.
   template <class Derived>
   InverseFactor& compute(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& policy,
-                         internal::CheckedHessian) {
+                         internal::CheckedHessian,
+                         internal::FactorForm form = internal::FactorForm::Inverse) {
     reset();
+    form_ = form;
     if (Report r = internal::DampingSchedule::check(policy); !r.ok()) return fail(r.status, r.message);
     return factor(H, policy);
   }
 
-  // ‖(H + λI)·4^(−k)·UᵀU·v − v‖ / ‖v‖ for a fixed probe v: how far UᵀU is from the inverse.
-  // O(n²); H must be the matrix given to compute().
+  // ‖(H + λI)·4^(−k)·z − v‖ / ‖v‖ with z = UᵀU·v (or R⁻ᵀR⁻¹·v in the Cholesky form) for a fixed
+  // probe v: how far the factor is from the inverse. O(n²); H must be the matrix given to compute().
   template <class Derived>
   double residual(const Eigen::MatrixBase<Derived>& H) const {
     const Index n = upper_.rows();
@@ -406,50 +414,31 @@ class InverseFactor {
     if (n == 0) return 0.0;  // the empty factor is exact (and ‖v‖ = 0 would make 0/0)
     Eigen::VectorXd v(n);
     for (Index i = 0; i < n; ++i) v[i] = ((i * 7919) % 13) % 2 ? 1.0 : -0.5;  // fixed signs
-    // U·v, Uᵀ(U·v) and H·z column by column in double: no n × n double copy of U or H, which at
-    // n = 4096 would touch 134 MB for an O(n²) check. Rows in blocks on every thread; each entry
-    // is summed in the same order whatever the threads.
-    constexpr Index kRows = 256;
-    const Index blocks = (n + kRows - 1) / kRows;
-    Eigen::VectorXd y(n), z(n), Hz(n);
+    const Eigen::VectorXd z =
+        form_ == internal::FactorForm::Inverse ? inverse_times_gram(v) : inverse_times_solves(v);
+    // H·z column by column in double: no n × n double copy of H, which at n = 4096 would touch
+    // 134 MB for an O(n²) check. Rows in blocks on every thread; each entry is summed in the same
+    // order whatever the threads.
+    const Index blocks = (n + kCheckRows - 1) / kCheckRows;
+    Eigen::VectorXd Hz(n);
 #ifdef _OPENMP
-#pragma omp parallel
+#pragma omp parallel for schedule(dynamic, 1)
 #endif
-    {
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-      for (Index b = 0; b < blocks; ++b) {  // y = U·v: rows [r0, r0 + h) meet columns j ≥ r0
-        const Index r0 = b * kRows, h = std::min(kRows, n - r0);
-        y.segment(r0, h).setZero();
-        for (Index j = r0; j < n; ++j) {
-          const Index rows = std::min(h, j - r0 + 1);
-          y.segment(r0, rows) += upper_.col(j).segment(r0, rows).template cast<double>() * v[j];
-        }
-      }
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 64)
-#endif
-      for (Index j = 0; j < n; ++j)  // z = Uᵀ·y
-        z[j] = upper_.col(j).head(j + 1).template cast<double>().dot(y.head(j + 1));
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-      for (Index b = 0; b < blocks; ++b) {  // H·z
-        const Index r0 = b * kRows, h = std::min(kRows, n - r0);
-        auto Hz_b = Hz.segment(r0, h);
-        Hz_b.setZero();
-        for (Index j = 0; j < n; ++j) Hz_b += H.col(j).segment(r0, h).template cast<double>() * z[j];
-        for (Index i = r0; i < r0 + h; ++i)
-          Hz[i] = internal::scale_pow4(Hz[i], log4_scale_) + scaled_damping_ * z[i];
-      }
+    for (Index b = 0; b < blocks; ++b) {
+      const Index r0 = b * kCheckRows, h = std::min(kCheckRows, n - r0);
+      auto Hz_b = Hz.segment(r0, h);
+      Hz_b.setZero();
+      for (Index j = 0; j < n; ++j) Hz_b += H.col(j).segment(r0, h).template cast<double>() * z[j];
+      for (Index i = r0; i < r0 + h; ++i)
+        Hz[i] = internal::scale_pow4(Hz[i], log4_scale_) + scaled_damping_ * z[i];
     }
     return (Hz - v).norm() / v.norm();
   }
 
   Status info() const { return info_; }
   const std::string& message() const { return message_; }
-  // U, upper triangular with (H + λI)⁻¹ = 4^(−log4_scale())·UᵀU.
+  // U, upper triangular with (H + λI)⁻¹ = 4^(−log4_scale())·UᵀU; R = U⁻¹ when computed in the
+  // Cholesky form.
   const Mat& upper() const { return upper_; }
   int log4_scale() const { return log4_scale_; }
   // Moves U out (the factor keeps its diagnostics); saves a copy of n² entries.
@@ -465,6 +454,74 @@ class InverseFactor {
   Index failed_pivot() const { return failed_pivot_; }
 
  private:
+  static constexpr Index kCheckRows = 256;  // rows (or columns) per task of the accuracy check
+
+  // UᵀU·v in double, U read in its scalar: y = U·v by row blocks, then z = Uᵀ·y by columns.
+  Eigen::VectorXd inverse_times_gram(const Eigen::VectorXd& v) const {
+    const Index n = upper_.rows(), blocks = (n + kCheckRows - 1) / kCheckRows;
+    Eigen::VectorXd y(n), z(n);
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (Index b = 0; b < blocks; ++b) {  // y = U·v: rows [r0, r0 + h) meet columns j ≥ r0
+        const Index r0 = b * kCheckRows, h = std::min(kCheckRows, n - r0);
+        y.segment(r0, h).setZero();
+        for (Index j = r0; j < n; ++j) {
+          const Index rows = std::min(h, j - r0 + 1);
+          y.segment(r0, rows) += upper_.col(j).segment(r0, rows).template cast<double>() * v[j];
+        }
+      }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 64)
+#endif
+      for (Index j = 0; j < n; ++j)  // z = Uᵀ·y
+        z[j] = upper_.col(j).head(j + 1).template cast<double>().dot(y.head(j + 1));
+    }
+    return z;
+  }
+
+  // R⁻ᵀR⁻¹·v in double, R read in its scalar: two blocked substitutions, each block's triangle
+  // serially and what it passes to the other blocks on every thread.
+  Eigen::VectorXd inverse_times_solves(const Eigen::VectorXd& v) const {
+    const Index n = upper_.rows(), blocks = (n + kCheckRows - 1) / kCheckRows;
+    auto R = [this](Index i, Index j) { return double(upper_(i, j)); };
+    Eigen::VectorXd y = v;  // y = R⁻¹·v, from the last block up
+    for (Index b = blocks - 1; b >= 0; --b) {
+      const Index c0 = b * kCheckRows, h = std::min(kCheckRows, n - c0);
+      for (Index j = c0 + h - 1; j >= c0; --j) {
+        y[j] /= R(j, j);
+        for (Index i = c0; i < j; ++i) y[i] -= R(i, j) * y[j];
+      }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+      for (Index rb = 0; rb < b; ++rb) {  // the full row blocks above: y −= R(rows, block)·y_b
+        const Index r0 = rb * kCheckRows;
+        auto y_rows = y.segment(r0, kCheckRows);
+        for (Index j = c0; j < c0 + h; ++j)
+          y_rows -= upper_.col(j).segment(r0, kCheckRows).template cast<double>() * y[j];
+      }
+    }
+    Eigen::VectorXd z(n);  // z = R⁻ᵀ·y, from the first block down
+    for (Index b = 0; b < blocks; ++b) {
+      const Index c0 = b * kCheckRows, h = std::min(kCheckRows, n - c0);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+      for (Index j = c0; j < c0 + h; ++j)
+        z[j] = y[j] - upper_.col(j).head(c0).template cast<double>().dot(z.head(c0));
+      for (Index j = c0; j < c0 + h; ++j) {
+        for (Index i = c0; i < j; ++i) z[j] -= R(i, j) * z[i];
+        z[j] /= R(j, j);
+      }
+    }
+    return z;
+  }
+
   // The damping loop on a checked H with a checked policy.
   template <class Derived>
   InverseFactor& factor(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& policy) {
@@ -484,8 +541,9 @@ class InverseFactor {
       const Index pivot = internal::cholesky_lower_inplace(upper_);
       attempts_ = schedule.attempts();
       if (pivot < 0) {
-        internal::invert_lower_inplace(upper_);
-        if (internal::reverse_lower_to_upper(upper_)) {  // J L'⁻¹ J is upper triangular
+        if (form_ == internal::FactorForm::Inverse) internal::invert_lower_inplace(upper_);
+        // J L'⁻¹ J (U) or J L' J (R) is upper triangular
+        if (internal::reverse_lower_to_upper(upper_)) {
           damping_ = schedule.damping();
           relative_damping_ = schedule.percdamp();
           log4_scale_ = schedule.log4_scale();
@@ -505,6 +563,7 @@ class InverseFactor {
   void reset() {
     info_ = Status::Success;
     message_.clear();
+    form_ = internal::FactorForm::Inverse;
     damping_ = relative_damping_ = 0;
     log4_scale_ = 0;
     scaled_damping_ = 0;
@@ -519,6 +578,7 @@ class InverseFactor {
   }
 
   Mat upper_;
+  internal::FactorForm form_ = internal::FactorForm::Inverse;
   Status info_ = Status::InvalidArgument;
   std::string message_ = "compute() not called";
   double damping_ = 0, relative_damping_ = 0;

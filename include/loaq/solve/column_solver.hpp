@@ -58,6 +58,25 @@ inline Index panel_rows(Index m) {
   return std::max<Index>(1, std::min(r, m));
 }
 
+// Whether the left-looking loop (PreparedHessian's Cholesky form) reproduces the reference here:
+// it has no GPTAQ correction, and a dynamic group never reaches past its block (a group that
+// did would read later columns as the right-looking loop leaves them, not as they were).
+inline bool left_looking_fits(const GptqOptions& o, bool correction) {
+  const bool dynamic = o.group_size > 0 && !o.static_groups;
+  return !correction && (!dynamic || o.block_size % o.group_size == 0);
+}
+
+// Prepares H for a solve with no correction and no target (plain GPTQ): in the left-looking form
+// where it fits, which needs no inverse of R (n³/3 flops fewer); else, and always with
+// FactorPrecision::Double (whose bits results have been published from), as U.
+template <class Scalar, class Derived>
+Report prepare_plain_gptq(const Eigen::MatrixBase<Derived>& H, const GptqOptions& o,
+                          PreparedHessian<Scalar>& prep) {
+  const Index left_block =
+      o.factor == FactorPrecision::Solver && left_looking_fits(o, false) ? Index(o.block_size) : 0;
+  return prepare_hessian_as(H, o.act_order, o.damping, prep, o.factor, left_block);
+}
+
 // Loss weight of each row: 4^(e − e_max) undoes the row scaling of (w − q)² relative to the
 // largest row; 4^e_max goes into the final scaling with the Hessian's, so nothing overflows.
 template <class Scalar>
@@ -199,8 +218,19 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   }
   if (prep.permuted()) W = W(Eigen::all, perm).eval();
 
-  const Mat& U = prep.upper;
-  if (!internal::all_finite(U)) {
+  // Right-looking on U: each block's errors e go to the columns after it, W[:, i2:] −= E1·U[b, i2:].
+  // Left-looking on the left-looking form (PreparedHessian): each block starts from
+  // W_b + (W − Q)_p·R_pb·U_bb, p the columns before it. That is exactly where the right-looking
+  // loop leaves the block (with R = U⁻¹, U_pb = −R_pp⁻¹·R_pb·U_bb and the errors so far are
+  // E_p = (W − Q)_p·R_pp), and the block then runs the same way on U_bb.
+  const bool left = prep.left_block > 0;
+  const Mat& M = left ? prep.left_factor : prep.upper;
+  if (left && (prep.left_block != opt.block_size || !left_looking_fits(opt, P != nullptr))) {
+    out = QuantizedWeight<Scalar>{};
+    return Report::fail(Status::InvalidArgument,
+                        "internal: this solve needs the inverse factor U, not the left-looking form");
+  }
+  if (!internal::all_finite(M)) {
     out = QuantizedWeight<Scalar>{};
     return Report::fail(Status::OutOfRange,
                         "the inverse factor does not fit the solver's scalar (the damped Hessian "
@@ -212,6 +242,10 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   const Index B = opt.block_size;
   constexpr Index kSub = LOAQ_SUBBLOCK;
   Mat W1(m, std::min<Index>(B, n)), E1(m, std::min<Index>(B, n));
+  // Left-looking, W keeps each column as it was given until it is quantized (then q − w replaces
+  // it), so a group that starts inside a block takes its parameters from this copy of the block
+  // as it was when the block started (what the right-looking W holds: spec §3's note).
+  Mat W0(left && dynamic && g < B ? m : 0, std::min<Index>(B, n));
   Eigen::MatrixXd panel_loss(panels, n);  // summed over panels in a fixed order below
 
   for (Index i1 = 0; i1 < n; i1 += B) {
@@ -228,6 +262,14 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
       auto W1p = W1.block(r0, 0, rows, count);
       auto E1p = E1.block(r0, 0, rows, count);
       W1p = W.block(r0, i1, rows, count);  // W itself is only updated at block ends (spec note)
+      if (left && i1 > 0)  // W's earlier columns hold q − w: one GEMM per block
+        W1p.noalias() -= W.block(r0, 0, rows, i1) * M.block(0, i1, i1, count);
+      if (W0.rows()) W0.block(r0, 0, rows, count) = W1p;
+      // Where a group's columns are as they were at the block's start: W right-looking; W1
+      // left-looking when groups are blocks (a group starts at the block's first column, before
+      // any update inside it), else W0. Columns of W1 and W0 count from i1.
+      const Mat& block_start = W0.rows() ? W0 : left ? W1 : W;
+      const Index block_start_col = W0.rows() || left ? i1 : 0;
       RowParams<Scalar> local;
       Mat Wb;  // GPTAQ: the sub-block's columns before quantization
       // Inside the block, a second level of laziness: rank-1 updates only within a sub-block
@@ -238,37 +280,41 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
         for (Index i = s0; i < s1; ++i) {
           const Index col = i1 + i, dst = perm[std::size_t(col)];
           if (dynamic && col % g == 0) {
-            fit_params(grid, W.block(r0, col, rows, std::min(g, n - col)), opt.search, local);
+            fit_params(grid,
+                       block_start.block(r0, col - block_start_col, rows, std::min(g, n - col)),
+                       opt.search, local);
             out.scales.block(r0, col / g, rows, 1) = local.scale;
             out.zeros.block(r0, col / g, rows, 1) = local.zero;
           }
           const Index k = !grouped ? 0 : opt.static_groups ? dst / g : col / g;
-          const Scalar d = U(col, col);
+          const Scalar d = M(col, col);
           if (P) Wb.col(i - s0) = W1p.col(i);
           simd::quantize_column(grid, &W1p(0, i), &out.scales(r0, k), &out.zeros(r0, k),
                                 &out.codes(r0, dst), &out.weight(r0, dst), rows);
-          E1p.col(i) = (W1p.col(i) - out.weight.block(r0, dst, rows, 1)) / d;
+          const auto q = out.weight.block(r0, dst, rows, 1);
+          E1p.col(i) = (W1p.col(i) - q) / d;
+          if (left) W.block(r0, col, rows, 1) = q - W.block(r0, col, rows, 1);
           // Σ (w − q)²/d²/2 in double, so no magnitude overflows it.
           panel_loss(p, col) =
               E1p.col(i).template cast<double>().cwiseAbs2().dot(row_weight.segment(r0, rows)) / 2;
           const Index span = s1 - i;
           if (P)
-            W1p.middleCols(i, span).noalias() -= E1p.col(i) * U.row(col).segment(col, span) -
+            W1p.middleCols(i, span).noalias() -= E1p.col(i) * M.row(col).segment(col, span) -
                                                  Wb.col(i - s0) * P->row(col).segment(col, span);
           else
-            W1p.middleCols(i, span).noalias() -= E1p.col(i) * U.row(col).segment(col, span);
+            W1p.middleCols(i, span).noalias() -= E1p.col(i) * M.row(col).segment(col, span);
         }
         if (s1 < count) {
           auto later = W1p.rightCols(count - s1);
           later.noalias() -= E1p.middleCols(s0, s1 - s0) *
-                             U.block(i1 + s0, i1 + s1, s1 - s0, count - s1);
+                             M.block(i1 + s0, i1 + s1, s1 - s0, count - s1);
           if (P) later.noalias() += Wb * P->block(i1 + s0, i1 + s1, s1 - s0, count - s1);
         }
       }
       if (!E1p.allFinite()) overflowed[std::size_t(p)] = 1;
-      if (i2 < n) {  // the lazy update: one GEMM per block (and panel)
+      if (!left && i2 < n) {  // the lazy update: one GEMM per block (and panel)
         auto rest = W.block(r0, i2, rows, n - i2);
-        rest.noalias() -= E1p * U.block(i1, i2, count, n - i2);
+        rest.noalias() -= E1p * M.block(i1, i2, count, n - i2);
         if (P) rest.noalias() += W1p * P->block(i1, i2, count, n - i2);
       }
     }

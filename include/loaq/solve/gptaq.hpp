@@ -84,9 +84,12 @@ Report gptaq_solve(WArg&& W, const Eigen::MatrixBase<DH>& H, const Eigen::Matrix
   if (!internal::all_finite(W))
     return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   PreparedHessian<Scalar> prep;
+  if (alpha == 0) {  // GPTQ exactly, bit for bit
+    if (auto r = prepare_plain_gptq(H, options, prep); !r.ok()) return r;
+    return solve_columns(std::forward<WArg>(W), prep, grid, options, nullptr, out, diag);
+  }
   if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
     return r;
-  if (alpha == 0) return solve_columns(std::forward<WArg>(W), prep, grid, options, nullptr, out, diag);
   const Matrix<Scalar> P = gptaq_correction(dXXT, prep, alpha);
   if (!internal::all_finite(P))
     return Report::fail(Status::OutOfRange,

@@ -25,7 +25,7 @@ Report gptq_solve(WArg&& W, const Eigen::MatrixBase<DH>& H, const Grid& grid,
   if (!internal::all_finite(W))
     return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   PreparedHessian<typename Grid::Scalar> prep;
-  if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
+  if (auto r = prepare_plain_gptq(H, options, prep); !r.ok())
     return r;
   after_factor();
   return solve_columns(std::forward<WArg>(W), prep, grid, options, nullptr, out, diag);

@@ -92,7 +92,11 @@ Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>&
   if (!internal::all_finite(W))
     return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   PreparedHessian<typename Grid::Scalar> prep;
-  if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
+  // No correction term: the target is W and the solve GPTQ, bit for bit.
+  const bool plain = !(C && weights.alpha != 0) && !(G && weights.beta != 0);
+  if (auto r = plain ? internal::prepare_plain_gptq(H, options, prep)
+                     : prepare_hessian(H, options.act_order, options.damping, prep, options.factor);
+      !r.ok())
     return r;
   Matrix<typename Grid::Scalar> Wt =
       closed_form_target<typename Grid::Scalar>(W, C, G, prep, weights);
