@@ -214,6 +214,25 @@ void bench_factor(const Shape& s, const Mat<double>& H, const bench::MachineRate
 #endif
   row(std::is_same<S, float>::value ? "inverse factor (float)" : "inverse factor (double)", t,
       gflop, mr.gemm_eigen, std::is_same<S, float>::value ? "Eigen sgemm" : "Eigen dgemm", note);
+
+  // What plain GPTQ factors instead: R (no inversion) and the inverses of its 128-column
+  // diagonal blocks (PreparedHessian's left-looking form). Rated on the 2n³/3 flops it replaces.
+  Mat<S> R;
+  const double t_left = bench::time_best(
+      reps,
+      [&] {
+        f.compute(H, loaq::DampingPolicy{}, loaq::internal::CheckedHessian{},
+                  loaq::internal::FactorForm::Cholesky);
+        R = f.take_upper();
+        (void)loaq::internal::to_left_looking(R, solver_options().block_size);
+      },
+      warm);
+#ifdef LOAQ_BENCH_BLAS
+  std::snprintf(b, sizeof b, "%.2f× OpenBLAS potrf+trtri", t_left / t_lapack);
+  note = b;
+#endif
+  row("factor, left-looking form", t_left, gflop, mr.gemm_eigen,
+      std::is_same<S, float>::value ? "Eigen sgemm" : "Eigen dgemm", note);
 }
 
 // The float layer, its Hessian and loaq's result for bench/reference_gptq.py.
@@ -269,6 +288,13 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
     const double t =
         best([&] { (void)loaq::internal::solve_columns(W, prep, grid, opt, nullptr, out, nullptr); });
     row("column loop", t, m * n * n * 1e-9, mr.gemm_eigen, gemm_name);
+    loaq::PreparedHessian<S> left;  // plain GPTQ's loop, on the left-looking form
+    if (!loaq::internal::prepare_hessian_as(H, opt.act_order, opt.damping, left, opt.factor,
+                                            Index(opt.block_size)).ok())
+      std::abort();
+    const double t_left =
+        best([&] { (void)loaq::internal::solve_columns(W, left, grid, opt, nullptr, out, nullptr); });
+    row("column loop, left-looking", t_left, m * n * n * 1e-9, mr.gemm_eigen, gemm_name);
   }
 
   if (cfg.runs("gptq") || cfg.runs("mse") || cfg.runs("gptaq") || cfg.runs("loaq")) {
