@@ -58,9 +58,9 @@ inline Index panel_rows(Index m) {
   return std::max<Index>(1, std::min(r, m));
 }
 
-// Whether the left-looking loop (PreparedHessian's Cholesky form) reproduces the reference here:
-// it has no GPTAQ correction, and a dynamic group never reaches past its block (a group that
-// did would read later columns as the right-looking loop leaves them, not as they were).
+// Whether the loop on PreparedHessian's left-looking form reproduces the reference: there is no
+// GPTAQ correction, and no dynamic group reaches past its block (such a group would read later
+// columns as the right-looking loop leaves them, which the left-looking loop never forms).
 inline bool left_looking_fits(const GptqOptions& o, bool correction) {
   const bool dynamic = o.group_size > 0 && !o.static_groups;
   return !correction && (!dynamic || o.block_size % o.group_size == 0);
