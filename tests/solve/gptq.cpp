@@ -393,3 +393,34 @@ TEST_CASE("an inaccurate float factor is redone in double, whichever form the lo
     }
   }
 }
+
+// A factor whose diagonal block's inverse overflows float (R unit upper triangular with −1 above
+// the diagonal: R⁻¹ grows as 2^k) and no damping: U's factorization raises the damping for that,
+// so the left-looking form must not fail where U succeeds. gptq() falls back to U and gets its
+// result bit for bit.
+TEST_CASE("a left-looking form beyond float's range falls back to U and its damping") {
+  std::mt19937 rng(37);
+  const Index m = 8, n = 160;
+  Eigen::MatrixXd R = Eigen::MatrixXd::Identity(n, n);
+  for (Index j = 0; j < n; ++j)
+    for (Index i = 0; i < j; ++i) R(i, j) = -1.0;
+  const Eigen::MatrixXd H = R * R.transpose();
+  const Eigen::MatrixXd W = loaq_test::random_matrix<double>(m, n, rng);
+  loaq::GptqOptions opt;
+  opt.group_size = 128;
+  opt.damping.percdamp = 0;
+  REQUIRE(loaq::internal::left_looking_fits(opt, false));
+  loaq::QuantizedWeight<float> out;
+  loaq::SolveDiagnostics diag;
+  REQUIRE(loaq::gptq(W.cast<float>(), H, loaq::UniformGrid<float, 4>(false), opt, out, &diag).ok());
+  CHECK(out.weight.allFinite());
+  CHECK(diag.factor_attempts > 1);  // the damping was raised
+  CHECK(diag.relative_damping > 0);
+  loaq::PreparedHessian<float> prep;
+  REQUIRE(loaq::internal::prepare_hessian_as(H, false, opt.damping, prep, opt.factor, Index(128)).ok());
+  CHECK(prep.left_block == 0);  // the left-looking form was given up for U
+  CHECK(prep.upper.size() == n * n);
+  const auto right = solve_in_form<float>(W, H, opt, 0);
+  CHECK(out.weight == right.weight);
+  CHECK(out.codes == right.codes);
+}

@@ -126,12 +126,11 @@ bool take_factor(InverseFactor<S>& f, PreparedHessian<Scalar>& out) {
   return finite;
 }
 
-// Factors a prepared H (checked, dead columns and solve order applied) into `out`: U, or the
-// left-looking form for blocks of left_block > 0 columns; in the solver's scalar when it is
-// float, redone in double when that fails or is inaccurate.
+// factor_prepared in one form: in the solver's scalar when it is float, redone in double when
+// that fails or is inaccurate.
 template <class Scalar, class Derived>
-Report factor_prepared(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& damping,
-                       FactorPrecision precision, Index left_block, PreparedHessian<Scalar>& out) {
+Report factor_in_form(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& damping,
+                      FactorPrecision precision, Index left_block, PreparedHessian<Scalar>& out) {
   out.left_block = left_block;
   const FactorForm form = left_block > 0 ? FactorForm::Cholesky : FactorForm::Inverse;
   if (!std::is_same<Scalar, double>::value && precision == FactorPrecision::Solver) {
@@ -152,9 +151,23 @@ Report factor_prepared(const Eigen::MatrixBase<Derived>& H, const DampingPolicy&
   take_factor(f, out);
   return Report::success();
 }
-}  // namespace internal
 
-namespace internal {
+// Factors a prepared H (checked, dead columns and solve order applied) into `out`: U, or the
+// left-looking form for blocks of left_block > 0 columns. A left-looking form that does not fit
+// the solver's scalar (a diagonal block whose inverse overflows, which U would share) is
+// replaced by U, whose factorization raises the damping for exactly that case.
+template <class Scalar, class Derived>
+Report factor_prepared(const Eigen::MatrixBase<Derived>& H, const DampingPolicy& damping,
+                       FactorPrecision precision, Index left_block, PreparedHessian<Scalar>& out) {
+  if (left_block > 0) {
+    Report r = factor_in_form(H, damping, precision, left_block, out);
+    if (!r.ok() || all_finite(out.left_factor)) return r;
+    out.left_factor = Matrix<Scalar>();
+    out.double_fallback = false;
+  }
+  return factor_in_form(H, damping, precision, 0, out);
+}
+
 // prepare_hessian with the factor in the left-looking form for blocks of left_block columns
 // (0: U, as prepare_hessian gives it).
 template <class Scalar, class Derived>
