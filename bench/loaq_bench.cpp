@@ -316,14 +316,26 @@ void bench_shape(const Shape& s, const ShapeData& st, const Config& cfg,
       row_plain("gptaq (whole solve)", t, over(t, t_gptq));
     }
     // LoaQ: W* = W + α·W·C·Ĥ⁻¹ + β·G·Ĥ⁻¹ with Ĥ⁻¹ = UᵀU (one GEMM, two triangular multiplies:
-    // 4mn² flops), then the same GPTQ solve.
+    // 4mn² flops), then the same GPTQ solve. solve_target itself never forms W* with dynamic
+    // groups: it needs B·R⁻ᵀ on the left-looking form (the GEMM and one pass: 3mn² flops).
     if (cfg.runs("loaq")) {
       const loaq::TargetWeights tw;
       Mat<S> target;
       const double t_target =
           best([&] { target = loaq::closed_form_target<S>(W, &st.C, &st.G, prep, tw); });
-      row("loaq target W*", t_target, 4.0 * m * n * n * 1e-9, mr.gemm_eigen, gemm_name,
+      row("loaq target W* on U", t_target, 4.0 * m * n * n * 1e-9, mr.gemm_eigen, gemm_name,
           over(t_gptq + t_target, t_gptq));
+      loaq::PreparedHessian<S> left;
+      if (!loaq::internal::prepare_hessian_as(H, opt.act_order, opt.damping, left, opt.factor,
+                                              Index(opt.block_size)).ok())
+        std::abort();
+      const double t_drift = best([&] {
+        target = loaq::internal::target_drift<S>(W, &st.C, &st.G, left.perm, left.permuted(),
+                                                 left.log4_scale, tw);
+        loaq::internal::left_target_drift(target, left.left_factor, left.left_block);
+      });
+      row("loaq drift, left-looking", t_drift, 3.0 * m * n * n * 1e-9, mr.gemm_eigen, gemm_name,
+          over(t_gptq + t_drift, t_gptq));
       const double t = best([&] { (void)loaq::solve_target(W, H, &st.C, &st.G, tw, grid, opt, out); });
       row_plain("loaq (whole solve)", t, over(t, t_gptq));
       const double t_qep = best([&] {

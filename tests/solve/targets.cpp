@@ -206,3 +206,106 @@ TEST_CASE("target solves reject mismatched statistics") {
   CHECK(st.add(s.Xh, s.X, s.Rh.topRows(3), s.R).status == loaq::Status::ShapeMismatch);
   CHECK(loaq::solve_objective(s.W, st, grid, {}, out).status == loaq::Status::InvalidArgument);
 }
+
+namespace {
+// The target solve on U: W* formed (closed_form_target), then GPTQ on it.
+template <class Scalar>
+std::pair<loaq::QuantizedWeight<Scalar>, loaq::Matrix<Scalar>> solve_on_u(
+    const loaq_test::Problem& pb, const Eigen::MatrixXd* G, const loaq::TargetWeights& tw,
+    const loaq::GptqOptions& opt) {
+  loaq::PreparedHessian<Scalar> prep;
+  REQUIRE(loaq::prepare_hessian(pb.H, opt.act_order, opt.damping, prep).ok());
+  REQUIRE(prep.upper.size() == pb.H.size());
+  loaq::Matrix<Scalar> Wt = loaq::closed_form_target<Scalar>(pb.W, &pb.C, G, prep, tw);
+  loaq::QuantizedWeight<Scalar> out;
+  REQUIRE(loaq::internal::solve_columns(Wt, prep, loaq::UniformGrid<Scalar, 4>(false), opt,
+                                        nullptr, out, nullptr).ok());
+  return {out, Wt};
+}
+}  // namespace
+
+// In the solver's scalar, solve_target never forms W* = W + B·Ĥ⁻¹: it solves B·R⁻ᵀ blockwise
+// on the left-looking form and the loop starts each block from the target's share (targets.hpp).
+// That must be U's solve up to rounding, for every grouping the left-looking loop takes, and
+// its W* (formed only when asked for) must be U's. m = 150, n = 300: ragged panel and block.
+TEST_CASE_TEMPLATE("the left-looking target solve is the one on U", Scalar, float, double) {
+  std::mt19937 rng(83);
+  const Index m = 150, n = 300;
+  const loaq_test::Problem pb = loaq_test::make_problem(m, n, rng, 3);
+  const loaq::UniformGrid<Scalar, 4> grid(false);
+  const bool is_float = std::is_same_v<Scalar, float>;
+  struct Case { int block, group; bool act, stat, residual; double alpha, beta; };
+  for (const Case c : {Case{128, -1, false, false, true, 1, 1}, Case{128, 32, false, false, true, 1, 1},
+                       Case{64, 64, true, false, false, 0.5, 0}, Case{128, 128, true, true, true, 0.7, 0.3},
+                       Case{128, 128, false, false, true, 0, 1}}) {
+    CAPTURE(c.block);
+    CAPTURE(c.group);
+    CAPTURE(c.act);
+    CAPTURE(c.alpha);
+    loaq::GptqOptions opt;
+    opt.block_size = c.block;
+    opt.group_size = c.group;
+    opt.act_order = c.act;
+    opt.static_groups = c.stat;
+    REQUIRE(loaq::internal::left_looking_fits(opt, false));
+    const Eigen::MatrixXd* G = c.residual ? &pb.G : nullptr;
+    const loaq::TargetWeights tw{c.alpha, c.beta};
+    loaq::QuantizedWeight<Scalar> out, quiet;
+    loaq::Matrix<Scalar> Wt;
+    REQUIRE(loaq::solve_target(pb.W, pb.H, &pb.C, G, tw, grid, opt, out, nullptr, &Wt).ok());
+    REQUIRE(loaq::solve_target(pb.W, pb.H, &pb.C, G, tw, grid, opt, quiet).ok());
+    CHECK(quiet.weight == out.weight);  // asking for W* does not change the solve
+    CHECK(quiet.loss == out.loss);
+
+    // With dynamic groups it is the left-looking route without W*, bit for bit: the drift
+    // D_b = (B·R⁻ᵀ)_b·U_bb handed to the loop. Per-row and static parameters are fitted on W*, which is formed.
+    const bool dynamic = c.group > 0 && !c.stat;
+    loaq::PreparedHessian<Scalar> left;
+    REQUIRE(loaq::internal::prepare_hessian_as(pb.H, c.act, opt.damping, left, opt.factor,
+                                               Index(c.block)).ok());
+    loaq::Matrix<Scalar> D = loaq::internal::target_drift<Scalar>(
+        pb.W, &pb.C, G, left.perm, left.permuted(), left.log4_scale, tw);
+    loaq::internal::left_target_drift(D, left.left_factor, left.left_block);
+    loaq::QuantizedWeight<Scalar> by_hand;
+    REQUIRE(loaq::internal::solve_columns(pb.W, left, grid, opt, nullptr, by_hand, nullptr, &D).ok());
+    if (dynamic) CHECK(by_hand.weight == out.weight);
+
+    const auto [on_u, Wt_u] = solve_on_u<Scalar>(pb, G, tw, opt);
+    const double target_error = (Wt - Wt_u).template cast<double>().norm() /
+                                (Wt_u - pb.W.cast<Scalar>()).template cast<double>().norm();
+    CHECK(target_error < (is_float ? 1e-4 : 1e-11));
+    const double same = double((out.codes.array() == on_u.codes.array()).count()) / double(m * n);
+    CHECK(same >= (is_float ? 0.999 : 1.0));
+    CHECK(out.loss == doctest::Approx(on_u.loss).epsilon(is_float ? 1e-4 : 1e-11));
+  }
+}
+
+// A dead column (H_jj = 0) makes the loop zero W's column; only U's route zeroes the target's
+// too, so such a solve takes it, bit for bit. Likewise FactorPrecision::Double.
+TEST_CASE("target solves with a dead column or a double factor stay on U") {
+  std::mt19937 rng(89);
+  const loaq_test::Problem pb = loaq_test::make_problem(40, 96, rng, 3, 2);  // columns 3, 8 dead
+  loaq::GptqOptions opt;
+  opt.block_size = 32;
+  opt.group_size = 32;
+  const loaq::TargetWeights tw{1, 1};
+  const loaq::UniformGrid<float, 4> grid(false);
+  loaq::QuantizedWeight<float> out;
+  loaq::Matrix<float> Wt;
+  REQUIRE(loaq::solve_target(pb.W, pb.H, &pb.C, &pb.G, tw, grid, opt, out, nullptr, &Wt).ok());
+  const auto [on_u, Wt_u] = solve_on_u<float>(pb, &pb.G, tw, opt);
+  CHECK(out.weight == on_u.weight);
+  CHECK(Wt == Wt_u);
+  for (const Index j : {3, 8}) CHECK(out.weight.col(j).isZero(0));
+
+  const loaq_test::Problem live = loaq_test::make_problem(40, 96, rng, 3);
+  opt.factor = loaq::FactorPrecision::Double;
+  REQUIRE(loaq::solve_target(live.W, live.H, &live.C, &live.G, tw, grid, opt, out).ok());
+  loaq::PreparedHessian<float> prep;
+  REQUIRE(loaq::prepare_hessian(live.H, false, opt.damping, prep, opt.factor).ok());
+  loaq::QuantizedWeight<float> expected;
+  REQUIRE(loaq::internal::solve_columns(
+              loaq::closed_form_target<float>(live.W, &live.C, &live.G, prep, tw), prep, grid, opt,
+              nullptr, expected, nullptr).ok());
+  CHECK(out.weight == expected.weight);
+}

@@ -243,6 +243,14 @@ inline double scale_pow4(double x, int k) {
   return x * half * half;
 }
 
+// S·4^−k entrywise in scalar To, each entry as scale_pow4 gives it (2^−k formed once: an ldexp
+// per entry costs more than the products it feeds).
+template <class To, class Derived>
+Matrix<To> scaled_pow4_as(const Eigen::MatrixBase<Derived>& S, int k) {
+  const double half = std::ldexp(1.0, -k);
+  return (S.template cast<double>().array() * half * half).matrix().template cast<To>();
+}
+
 // mean(v) in double without overflow for entries near the double range (1 for an empty v).
 template <class Derived>
 double mean_in_range(const Eigen::MatrixBase<Derived>& v) {

@@ -121,6 +121,7 @@ template <class Grid, class Derived>
 Report check_columns_input(const Eigen::MatrixBase<Derived>& W,
                            const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
                            const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
+                           const Matrix<typename Grid::Scalar>* drift,
                            RowScaling<typename Grid::Scalar>& rows_scale) {
   const Index n = W.cols();
   if (Index(prep.perm.size()) != n)
@@ -133,8 +134,10 @@ Report check_columns_input(const Eigen::MatrixBase<Derived>& W,
     return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
   if (P && (P->rows() != n || P->cols() != n))
     return Report::fail(Status::ShapeMismatch, "asymmetric correction must be n × n");
+  if (drift && (drift->rows() != W.rows() || drift->cols() != n))
+    return Report::fail(Status::ShapeMismatch, "target drift must be m × n");
   if (auto r = check_grid(grid); !r.ok()) return r;
-  return rows_scale.fit(W);
+  return drift ? rows_scale.fit(W, *drift) : rows_scale.fit(W);
 }
 
 template <class Grid>
@@ -142,7 +145,8 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W,
                             const RowScaling<typename Grid::Scalar>& rows_scale,
                             const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
                             const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
-                            QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag);
+                            QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag,
+                            const Matrix<typename Grid::Scalar>* drift);
 
 // Quantizes W (m × n, original column order) column by column on a prepared Hessian.
 // P (n × n in solve order, may be null) is GPTAQ's asymmetric correction:
@@ -150,17 +154,25 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W,
 //   block:  W[:, i2:] −= E1·U[i1:i2, i2:] − W1·P[i1:i2, i2:]
 // U is the normalized factor (see PreparedHessian): e = (w − q)/U_ii and the updates e·U[i, :]
 // do not depend on the normalization; the loss is scaled back to H's own scale.
+// drift (m × n in solve order, may be null; left-looking form only) is a closed-form target's D
+// (targets.hpp): the loop then solves toward W + B·Ĥ⁻¹ without that target ever being formed.
 // W is any Eigen expression (read, then copied) or an rvalue Matrix<Scalar>, whose storage the
 // solve then works in (one m × n copy fewer; W is left valid but unspecified).
 template <class Grid, class WArg>
 Report solve_columns(WArg&& W, const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
                      const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
-                     QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
+                     QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag,
+                     const Matrix<typename Grid::Scalar>* drift = nullptr) {
   out = QuantizedWeight<typename Grid::Scalar>{};
   RowScaling<typename Grid::Scalar> rows_scale;
-  if (auto r = check_columns_input(W, prep, grid, opt, P, rows_scale); !r.ok()) return r;
+  if (auto r = check_columns_input(W, prep, grid, opt, P, drift, rows_scale); !r.ok()) return r;
+  Matrix<typename Grid::Scalar> drift_scaled;  // only when a row of it had to be rescaled
+  if (drift && rows_scale.any()) {
+    drift_scaled = rows_scale.scaled(*drift);
+    drift = &drift_scaled;
+  }
   return solve_scaled_columns(rows_scale.scaled(std::forward<WArg>(W)), rows_scale, prep, grid,
-                              opt, P, out, diag);
+                              opt, P, out, diag, drift);
 }
 
 // The loop itself, on W already checked and brought to the solver's range by rows_scale.
@@ -169,7 +181,8 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
                             const RowScaling<typename Grid::Scalar>& rows_scale,
                             const PreparedHessian<typename Grid::Scalar>& prep, const Grid& grid,
                             const GptqOptions& opt, const Matrix<typename Grid::Scalar>* P,
-                            QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag) {
+                            QuantizedWeight<typename Grid::Scalar>& out, SolveDiagnostics* diag,
+                            const Matrix<typename Grid::Scalar>* drift) {
   using Scalar = typename Grid::Scalar;
   using Mat = Matrix<Scalar>;
   Mat W = std::move(W_scaled);
@@ -225,7 +238,8 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   // E_p = (W − Q)_p·R_pp), and the block then runs the same way on U_bb.
   const bool left = prep.left_block > 0;
   const Mat& M = left ? prep.left_factor : prep.upper;
-  if (left && (prep.left_block != opt.block_size || !left_looking_fits(opt, P != nullptr))) {
+  if ((left && (prep.left_block != opt.block_size || !left_looking_fits(opt, P != nullptr))) ||
+      (drift && (!left || std::find(prep.dead.begin(), prep.dead.end(), true) != prep.dead.end()))) {
     out = QuantizedWeight<Scalar>{};
     return Report::fail(Status::InvalidArgument,
                         "internal: this solve needs the inverse factor U, not the left-looking form");
@@ -264,6 +278,7 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
       W1p = W.block(r0, i1, rows, count);  // W itself is only updated at block ends (spec note)
       if (left && i1 > 0)  // W's earlier columns hold q − w: one GEMM per block
         W1p.noalias() -= W.block(r0, 0, rows, i1) * M.block(0, i1, i1, count);
+      if (drift) W1p += drift->block(r0, i1, rows, count);  // the target's share of the start
       if (W0.rows()) W0.block(r0, 0, rows, count) = W1p;
       // Where a group's columns are as they were at the block's start: W right-looking; W1
       // left-looking when groups are blocks (a group starts at the block's first column, before

@@ -37,9 +37,7 @@ template <class C, class D>
 Matrix<C> gptaq_correction_in(const Eigen::MatrixBase<D>& dXXT, const Matrix<C>& U,
                               const std::vector<bool>& dead, const std::vector<Index>& perm,
                               bool permuted, int k, double alpha) {
-  Matrix<C> d = dXXT.template cast<double>()
-                    .unaryExpr([k](double x) { return scale_pow4(x, k); })
-                    .template cast<C>();
+  Matrix<C> d = scaled_pow4_as<C>(dXXT, k);
   for (std::size_t j = 0; j < dead.size(); ++j)
     if (dead[j]) d.col(Index(j)).setZero();
   if (permuted) d = d(perm, perm).eval();

@@ -28,26 +28,16 @@ class RowScaling {
   // Chooses the exponents; fails if a row cannot be represented in Scalar at all.
   template <class Derived>
   Report fit(const Eigen::MatrixBase<Derived>& W) {
-    const Index m = W.rows();
-    exponent_.assign(std::size_t(m), 0);
-    any_ = false;
-    if (W.cols() == 0) return Report::success();
-    const Eigen::VectorXd row_max = row_max_abs(W);
-    for (Index r = 0; r < m; ++r) {
-      const double top = row_max[r];
-      if (top == 0) continue;
-      if (top > double(std::numeric_limits<Scalar>::max()))
-        return Report::fail(Status::OutOfRange, "weight row " + std::to_string(r) + " reaches " +
-                                                    to_text(top) + ", beyond the " +
-                                                    scalar_name() + " solver's range; solve in "
-                                                    "double or rescale the layer");
-      const int e = std::ilogb(top);
-      if (e > kSafeExponent || e < -kSafeExponent) {
-        exponent_[std::size_t(r)] = e;
-        any_ = true;
-      }
-    }
-    return Report::success();
+    if (W.cols() == 0) return fit_rows(Eigen::VectorXd::Zero(W.rows()));
+    return fit_rows(row_max_abs(W));
+  }
+  // The same for a row's largest |entry| in W and `also` together (a matrix with W's rows that
+  // is solved alongside it: the left-looking target's drift).
+  template <class Derived>
+  Report fit(const Eigen::MatrixBase<Derived>& W, const Matrix<Scalar>& also) {
+    if (also.cols() == 0) return fit(W);
+    if (W.cols() == 0) return fit(also);
+    return fit_rows(row_max_abs(W).cwiseMax(row_max_abs(also)));
   }
   bool any() const { return any_; }
   int exponent(Index r) const { return exponent_[std::size_t(r)]; }
@@ -101,6 +91,28 @@ class RowScaling {
   }
 
  private:
+  // Exponents from each row's largest |entry|.
+  Report fit_rows(const Eigen::VectorXd& row_max) {
+    const Index m = row_max.size();
+    exponent_.assign(std::size_t(m), 0);
+    any_ = false;
+    for (Index r = 0; r < m; ++r) {
+      const double top = row_max[r];
+      if (top == 0) continue;
+      if (top > double(std::numeric_limits<Scalar>::max()))
+        return Report::fail(Status::OutOfRange, "weight row " + std::to_string(r) + " reaches " +
+                                                    to_text(top) + ", beyond the " +
+                                                    scalar_name() + " solver's range; solve in "
+                                                    "double or rescale the layer");
+      const int e = std::ilogb(top);
+      if (e > kSafeExponent || e < -kSafeExponent) {
+        exponent_[std::size_t(r)] = e;
+        any_ = true;
+      }
+    }
+    return Report::success();
+  }
+
   // max |w| of every row, walking W in its storage order (a row-wise walk of a column-major
   // 4096 × 4096 matrix is a strided pass that costs more than the copy of W).
   template <class Derived>

@@ -1,6 +1,7 @@
 // LoaQ-family closed-form targets over the GPTQ core (spec §5):
 //   W* = W + α·W·C·Ĥ⁻¹ + β·G·Ĥ⁻¹,  then  Q = GPTQ(W*, Ĥ)
-// with Ĥ⁻¹ = UᵀU from the factor the solver computes anyway (no extra O(n³) work).
+// with Ĥ⁻¹ from the factor the solver computes anyway (no extra O(n³) work): UᵀU, or in the
+// solver's scalar the left-looking form, where W* is never formed (left_target_drift).
 // C = Σ a(b·x − a·x̂)x̂ᵀ and G = Σ a(b·r − a·r̂)x̂ᵀ must carry Ĥ's scaling (the accumulator
 // guarantees it). Linear output (QEP/LLOA): G absent. α = β = 0 is GPTQ exactly.
 #pragma once
@@ -19,25 +20,33 @@ struct TargetWeights {
 };
 
 namespace internal {
-// W* in the compute scalar C (the solver's, or double with FactorPrecision::Double).
+// The drift B = α·W·C + β·G, normalized like the factor (C and G scaled by 4^−k, exactly) and in
+// solve order, in the compute scalar C; empty when neither term is used.
+template <class C, class DW>
+Matrix<C> target_drift(const Eigen::MatrixBase<DW>& W, const Matrix<double>* Cs,
+                       const Matrix<double>* G, const std::vector<Index>& perm, bool permuted,
+                       int k, const TargetWeights& weights) {
+  const bool use_c = Cs && weights.alpha != 0, use_g = G && weights.beta != 0;
+  if (!use_c && !use_g) return Matrix<C>();
+  Matrix<C> B = Matrix<C>::Zero(W.rows(), W.cols());
+  if (use_c) B.noalias() += C(weights.alpha) * (W.template cast<C>() * scaled_pow4_as<C>(*Cs, k));
+  if (use_g) B += C(weights.beta) * scaled_pow4_as<C>(*G, k);
+  if (permuted) B = B(Eigen::all, perm).eval();
+  return B;
+}
+
+// W* in the compute scalar C (the solver's, or double with FactorPrecision::Double) from U.
 template <class C, class DW>
 Matrix<C> closed_form_target_in(const Eigen::MatrixBase<DW>& W, const Matrix<double>* Cs,
                                 const Matrix<double>* G, const Matrix<C>& U,
                                 const std::vector<Index>& perm, bool permuted, int k,
                                 const TargetWeights& weights) {
-  const bool use_c = Cs && weights.alpha != 0, use_g = G && weights.beta != 0;
   Matrix<C> target = W.template cast<C>();
-  if (!use_c && !use_g) return target;
-  auto normalized = [k](const Matrix<double>& S) {  // exact: matches the normalized factor
-    return S.unaryExpr([k](double x) { return scale_pow4(x, k); }).template cast<C>();
-  };
-  // B = α·W·C + β·G in solve order; then B·Ĥ⁻¹ = (B·Uᵀ)·U, two triangular products.
-  Matrix<C> B = Matrix<C>::Zero(W.rows(), W.cols());
-  if (use_c) B.noalias() += C(weights.alpha) * (target * normalized(*Cs));
-  if (use_g) B += C(weights.beta) * normalized(*G);
-  if (permuted) B = B(Eigen::all, perm).eval();
-  // Blocks of B's rows as tasks over the threads (Eigen runs triangular products on one); each
-  // block is summed exactly as the unsplit product (kTaskRows), so any thread count agrees.
+  Matrix<C> B = target_drift<C>(W, Cs, G, perm, permuted, k, weights);
+  if (B.size() == 0) return target;
+  // B·Ĥ⁻¹ = (B·Uᵀ)·U, two triangular products, in blocks of B's rows as tasks over the threads
+  // (Eigen runs triangular products on one); each block is summed exactly as the unsplit product
+  // (kTaskRows), so any thread count agrees.
   const Index P = kTaskRows;
   run_tasks({}, (B.rows() + P - 1) / P, [&](Index t) {
     auto rows = B.middleRows(t * P, std::min(P, B.rows() - t * P));
@@ -46,6 +55,56 @@ Matrix<C> closed_form_target_in(const Eigen::MatrixBase<DW>& W, const Matrix<dou
   });
   for (Index j = 0; j < W.cols(); ++j) target.col(perm[std::size_t(j)]) += B.col(j);
   return target;
+}
+
+// On the left-looking form F (blocks of `block` columns: U_bb on the diagonal, M_pb = R_pb·U_bb
+// above it; R·Rᵀ = the normalized damped Ĥ), B·Ĥ⁻¹ = B·R⁻ᵀ·R⁻¹ never needs U whole:
+//   Y = B·R⁻ᵀ, block b from the last:  Y_b = Z_b·U_bbᵀ  with  Z_b = B_b − Σ_{q>b} Z_q·M_bqᵀ
+//   X = Y·R⁻¹, block b from the first: X_b = Y_b·U_bb − X_p·M_pb  (p: the columns before b)
+// The left-looking loop starts block b of GPTQ(W + X) from W_b + X_b + (W + X − Q)_p·M_pb, whose
+// X terms are X_b + X_p·M_pb = Y_b·U_bb =: D_b, the drift: the loop needs D alone
+// (column_solver.hpp), so the solve costs one pass over B (m·n² flops) where U's route costs two
+// and the n³/3 of the inverse. D replaces B, in row panels as tasks (summed as the unsplit
+// products: any thread count agrees).
+template <class C>
+void left_target_drift(Matrix<C>& B, const Matrix<C>& F, Index block) {
+  const Index n = B.cols(), P = kTaskRows, blocks = (n + block - 1) / block;
+  std::vector<Matrix<C>> UtU(static_cast<std::size_t>(blocks));  // D_b = Z_b·(U_bbᵀ·U_bb): one GEMM
+  run_tasks({}, blocks, [&](Index b) {
+    const Index c0 = b * block, w = std::min(block, n - c0);
+    const auto U_bb = F.block(c0, c0, w, w).template triangularView<Eigen::Upper>();
+    Matrix<C> U = U_bb;
+    UtU[std::size_t(b)] = U.transpose() * U;
+  });
+  run_tasks({}, (B.rows() + P - 1) / P, [&](Index t) {
+    auto rows = B.middleRows(t * P, std::min(P, B.rows() - t * P));
+    for (Index b = blocks - 2; b >= 0; --b) {  // Z; the last block's Z_b is B_b
+      const Index c0 = b * block, c1 = c0 + block;
+      rows.middleCols(c0, block).noalias() -=
+          rows.rightCols(n - c1) * F.block(c0, c1, block, n - c1).transpose();
+    }
+    for (Index b = 0; b < blocks; ++b) {  // D
+      const Index c0 = b * block, w = std::min(block, n - c0);
+      const Matrix<C> Z_b = rows.middleCols(c0, w);
+      rows.middleCols(c0, w).noalias() = Z_b * UtU[std::size_t(b)];
+    }
+  });
+}
+
+// X = B·Ĥ⁻¹ from the drift D (left_target_drift's result), the second pass above: only for a
+// caller who asks for W* itself, or a grouping that fits parameters on all of it.
+template <class C>
+Matrix<C> left_target_correction(const Matrix<C>& D, const Matrix<C>& F, Index block) {
+  const Index n = D.cols(), P = kTaskRows;
+  Matrix<C> X = D;
+  run_tasks({}, (D.rows() + P - 1) / P, [&](Index t) {
+    const Index r0 = t * P, h = std::min(P, D.rows() - r0);
+    for (Index c0 = block; c0 < n; c0 += block) {
+      const Index w = std::min(block, n - c0);
+      X.block(r0, c0, h, w).noalias() -= X.block(r0, 0, h, c0) * F.block(0, c0, c0, w);
+    }
+  });
+  return X;
 }
 }  // namespace internal
 
@@ -91,21 +150,57 @@ Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>&
   if (auto r = internal::check_options(options, n); !r.ok()) return r;
   if (!internal::all_finite(W))
     return Report::fail(Status::NonFiniteInput, "weight holds NaN or Inf");
-  PreparedHessian<typename Grid::Scalar> prep;
+  using Scalar = typename Grid::Scalar;
+  PreparedHessian<Scalar> prep;
   // No correction term: the target is W and the solve GPTQ, bit for bit.
   const bool plain = !(C && weights.alpha != 0) && !(G && weights.beta != 0);
-  if (auto r = plain ? internal::prepare_plain_gptq(H, options, prep)
-                     : prepare_hessian(H, options.act_order, options.damping, prep, options.factor);
+  auto solved = [&](Report r) {  // on failure `target` is empty too
+    if (!r.ok() && target) target->resize(0, 0);
+    return r;
+  };
+  if (plain) {
+    if (auto r = internal::prepare_plain_gptq(H, options, prep); !r.ok()) return r;
+    if (target) *target = W.template cast<Scalar>();
+    return solved(internal::solve_columns(W, prep, grid, options, nullptr, out, diag));
+  }
+  // Left-looking where plain GPTQ would be, unless a column is dead: the loop zeroes a dead
+  // column of W, and only U's route zeroes the target's column as well.
+  const bool any_dead = (H.diagonal().array() == typename DH::Scalar(0)).any();
+  const Index left_block = options.factor == FactorPrecision::Solver && !any_dead &&
+                                   internal::left_looking_fits(options, false)
+                               ? Index(options.block_size)
+                               : 0;
+  if (auto r = internal::prepare_hessian_as(H, options.act_order, options.damping, prep,
+                                            options.factor, left_block);
       !r.ok())
     return r;
-  Matrix<typename Grid::Scalar> Wt =
-      closed_form_target<typename Grid::Scalar>(W, C, G, prep, weights);
-  if (!internal::all_finite(Wt))
-    return Report::fail(Status::NonFiniteInput,
-                        "target overflowed; the statistics are badly scaled or the Hessian is "
-                        "nearly singular (raise percdamp)");
+  const Report overflowed = Report::fail(
+      Status::NonFiniteInput,
+      "target overflowed; the statistics are badly scaled or the Hessian is nearly singular "
+      "(raise percdamp)");
+  if (prep.left_block > 0) {  // (a left-looking form beyond the scalar's range fell back to U)
+    Matrix<Scalar> D = internal::target_drift<Scalar>(W, C, G, prep.perm, prep.permuted(),
+                                                      prep.log4_scale, weights);
+    internal::left_target_drift(D, prep.left_factor, prep.left_block);
+    if (!internal::all_finite(D)) return overflowed;
+    // Per-row and static group parameters come from all of W* before the loop starts, so it is
+    // formed for them, and for a caller who asks for it; dynamic groups need D alone.
+    const bool dynamic = options.group_size > 0 && !options.static_groups;
+    if (!target && dynamic)
+      return internal::solve_columns(W, prep, grid, options, nullptr, out, diag, &D);
+    const Matrix<Scalar> X = internal::left_target_correction(D, prep.left_factor, prep.left_block);
+    Matrix<Scalar> Wt = W.template cast<Scalar>();
+    for (Index j = 0; j < n; ++j) Wt.col(prep.perm[std::size_t(j)]) += X.col(j);
+    if (!internal::all_finite(Wt)) return overflowed;
+    if (target) *target = Wt;
+    if (dynamic)
+      return solved(internal::solve_columns(W, prep, grid, options, nullptr, out, diag, &D));
+    return solved(internal::solve_columns(std::move(Wt), prep, grid, options, nullptr, out, diag));
+  }
+  Matrix<Scalar> Wt = closed_form_target<Scalar>(W, C, G, prep, weights);
+  if (!internal::all_finite(Wt)) return overflowed;
   if (target) *target = Wt;
-  return internal::solve_columns(std::move(Wt), prep, grid, options, nullptr, out, diag);
+  return solved(internal::solve_columns(std::move(Wt), prep, grid, options, nullptr, out, diag));
 }
 
 }  // namespace loaq
