@@ -339,7 +339,7 @@ TEST_CASE_TEMPLATE("the left-looking loop is the right-looking one, group by gro
     loaq::QuantizedWeight<Scalar> out;
     REQUIRE(loaq::gptq(pb.W.cast<Scalar>(), pb.H, loaq::UniformGrid<Scalar, 4>(false), opt, out).ok());
     // A group that reaches past its block (48 in 128, 128 in 64) needs U: gptq() keeps it.
-    const bool fits = loaq::internal::left_looking_fits(opt, false);
+    const bool fits = loaq::internal::left_looking_fits(opt);
     CHECK(fits == (c.group < 0 || c.stat || c.block % c.group == 0));
     if (!fits) {
       CHECK(out.weight == right.weight);
@@ -384,7 +384,7 @@ TEST_CASE("an inaccurate float factor is redone in double, whichever form the lo
       opt.damping.percdamp = percdamp;
       opt.group_size = 40;
       opt.block_size = block;
-      CHECK(loaq::internal::left_looking_fits(opt, false) == (block == 40));
+      CHECK(loaq::internal::left_looking_fits(opt) == (block == 40));
       loaq::QuantizedWeight<float> out;
       loaq::SolveDiagnostics diag;
       REQUIRE(loaq::gptq(W, H, loaq::UniformGrid<float, 4>(), opt, out, &diag).ok());
@@ -409,7 +409,7 @@ TEST_CASE("a left-looking form beyond float's range falls back to U and its damp
   loaq::GptqOptions opt;
   opt.group_size = 128;
   opt.damping.percdamp = 0;
-  REQUIRE(loaq::internal::left_looking_fits(opt, false));
+  REQUIRE(loaq::internal::left_looking_fits(opt));
   loaq::QuantizedWeight<float> out;
   loaq::SolveDiagnostics diag;
   REQUIRE(loaq::gptq(W.cast<float>(), H, loaq::UniformGrid<float, 4>(false), opt, out, &diag).ok());
@@ -423,4 +423,62 @@ TEST_CASE("a left-looking form beyond float's range falls back to U and its damp
   const auto right = solve_in_form<float>(W, H, opt, 0);
   CHECK(out.weight == right.weight);
   CHECK(out.codes == right.codes);
+}
+
+// GPTAQ runs left-looking too: its correction P = triu₁(d·Uᵀ)·U in the left-looking form holds,
+// in block column b, triu₁(d·Uᵀ)_pb·U_bb above P_bb (gptaq.hpp), computed on R without U.
+// Checked against the dense formula in double, then the solve against U's, group by group, with
+// dead columns, act-order, a ragged block and a ragged row panel.
+TEST_CASE_TEMPLATE("GPTAQ's left-looking solve is the one on U", Scalar, float, double) {
+  std::mt19937 rng(41);
+  const Index m = 150, n = 300;
+  const loaq_test::Problem pb = loaq_test::make_problem(m, n, rng, 2, 3);  // 3 dead columns
+  const bool is_float = std::is_same_v<Scalar, float>;
+  const loaq::UniformGrid<Scalar, 4> grid(false);
+  const double alpha = 0.25;
+  struct Case { int block, group; bool act, stat; };
+  for (const Case c : {Case{128, -1, false, false}, Case{128, 32, false, false},
+                       Case{64, 64, true, false}, Case{128, 128, true, true}}) {
+    CAPTURE(c.block);
+    CAPTURE(c.group);
+    CAPTURE(c.act);
+    loaq::GptqOptions opt;
+    opt.block_size = c.block;
+    opt.group_size = c.group;
+    opt.act_order = c.act;
+    opt.static_groups = c.stat;
+    REQUIRE(loaq::internal::left_looking_fits(opt));
+    loaq::PreparedHessian<Scalar> left, on_u;
+    REQUIRE(loaq::internal::prepare_hessian_as(pb.H, c.act, opt.damping, left, opt.factor,
+                                               Index(c.block)).ok());
+    REQUIRE(loaq::prepare_hessian(pb.H, c.act, opt.damping, on_u).ok());
+    const loaq::Matrix<Scalar> P_left = loaq::internal::left_correction(
+        loaq::internal::correction_input<Scalar>(pb.C, left), left.left_factor, left.left_block,
+        alpha);
+    const loaq::Matrix<Scalar> P = loaq::gptaq_correction(pb.C, on_u, alpha);
+    // The dense formula in double on U: block column b is T_pb·U_bb over P_bb.
+    const Eigen::MatrixXd U = on_u.upper.template cast<double>();
+    const Eigen::MatrixXd d = loaq::internal::correction_input<double>(pb.C, on_u);
+    const Eigen::MatrixXd T = alpha * Eigen::MatrixXd((d * U.transpose()).triangularView<Eigen::StrictlyUpper>());
+    Eigen::MatrixXd expected = Eigen::MatrixXd::Zero(n, n);
+    for (Index c0 = 0; c0 < n; c0 += c.block) {
+      const Index w = std::min<Index>(c.block, n - c0);
+      expected.block(0, c0, c0 + w, w) = T.block(0, c0, c0 + w, w) * U.block(c0, c0, w, w);
+      const Eigen::MatrixXd P_bb = P.block(c0, c0, w, w).template cast<double>();
+      CHECK((expected.block(c0, c0, w, w) - P_bb).norm() <= (is_float ? 1e-4 : 1e-11) * P_bb.norm());
+    }
+    CHECK((P_left.template cast<double>() - expected).norm() / expected.norm() < (is_float ? 1e-4 : 1e-11));
+
+    loaq::QuantizedWeight<Scalar> out, by_hand, right;
+    REQUIRE(loaq::gptaq(pb.W.cast<Scalar>(), pb.H, pb.C, grid, opt, alpha, out).ok());
+    REQUIRE(loaq::internal::solve_columns(pb.W.cast<Scalar>(), left, grid, opt, &P_left, by_hand,
+                                          nullptr).ok());
+    CHECK(out.weight == by_hand.weight);  // gptaq() is the left-looking solve
+    REQUIRE(loaq::internal::solve_columns(pb.W.cast<Scalar>(), on_u, grid, opt, &P, right,
+                                          nullptr).ok());
+    const double same = double((out.codes.array() == right.codes.array()).count()) / double(m * n);
+    CHECK(same >= (is_float ? 0.999 : 1.0));
+    CHECK(out.loss == doctest::Approx(right.loss).epsilon(is_float ? 1e-4 : 1e-11));
+    for (const Index j : {3, 8, 13}) CHECK(out.weight.col(j).isZero(0));  // the dead columns
+  }
 }

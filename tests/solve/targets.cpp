@@ -247,7 +247,7 @@ TEST_CASE_TEMPLATE("the left-looking target solve is the one on U", Scalar, floa
     opt.group_size = c.group;
     opt.act_order = c.act;
     opt.static_groups = c.stat;
-    REQUIRE(loaq::internal::left_looking_fits(opt, false));
+    REQUIRE(loaq::internal::left_looking_fits(opt));
     const Eigen::MatrixXd* G = c.residual ? &pb.G : nullptr;
     const loaq::TargetWeights tw{c.alpha, c.beta};
     loaq::QuantizedWeight<Scalar> out, quiet;

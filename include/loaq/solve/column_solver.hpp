@@ -58,12 +58,12 @@ inline Index panel_rows(Index m) {
   return std::max<Index>(1, std::min(r, m));
 }
 
-// Whether the loop on PreparedHessian's left-looking form reproduces the reference: there is no
-// GPTAQ correction, and no dynamic group reaches past its block (such a group would read later
-// columns as the right-looking loop leaves them, which the left-looking loop never forms).
-inline bool left_looking_fits(const GptqOptions& o, bool correction) {
+// Whether the loop on PreparedHessian's left-looking form reproduces the reference: no dynamic
+// group reaches past its block (such a group would read later columns as the right-looking loop
+// leaves them, which the left-looking loop never forms).
+inline bool left_looking_fits(const GptqOptions& o) {
   const bool dynamic = o.group_size > 0 && !o.static_groups;
-  return !correction && (!dynamic || o.block_size % o.group_size == 0);
+  return !dynamic || o.block_size % o.group_size == 0;
 }
 
 // Prepares H for a solve with no correction and no target (plain GPTQ): in the left-looking form
@@ -73,7 +73,7 @@ template <class Scalar, class Derived>
 Report prepare_plain_gptq(const Eigen::MatrixBase<Derived>& H, const GptqOptions& o,
                           PreparedHessian<Scalar>& prep) {
   const Index left_block =
-      o.factor == FactorPrecision::Solver && left_looking_fits(o, false) ? Index(o.block_size) : 0;
+      o.factor == FactorPrecision::Solver && left_looking_fits(o) ? Index(o.block_size) : 0;
   return prepare_hessian_as(H, o.act_order, o.damping, prep, o.factor, left_block);
 }
 
@@ -152,6 +152,7 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W,
 // P (n × n in solve order, may be null) is GPTAQ's asymmetric correction:
 //   inner:  W1[:, i:] −= e·U1[i, i:] − w·P1[i, i:]
 //   block:  W[:, i2:] −= E1·U[i1:i2, i2:] − W1·P[i1:i2, i2:]
+// in the form of prep's factor: P itself with U, its left-looking form with that (gptaq.hpp).
 // U is the normalized factor (see PreparedHessian): e = (w − q)/U_ii and the updates e·U[i, :]
 // do not depend on the normalization; the loss is scaled back to H's own scale.
 // drift (m × n in solve order, may be null; left-looking form only) is a closed-form target's D
@@ -235,10 +236,13 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   // Left-looking on the left-looking form (PreparedHessian): each block starts from
   // W_b + (W − Q)_p·R_pb·U_bb, p the columns before it. That is exactly where the right-looking
   // loop leaves the block (with R = U⁻¹, U_pb = −R_pp⁻¹·R_pb·U_bb and the errors so far are
-  // E_p = (W − Q)_p·R_pp), and the block then runs the same way on U_bb.
+  // E_p = (W − Q)_p·R_pp), and the block then runs the same way on U_bb. GPTAQ's correction adds
+  // Q_p·P_pb to the start (P here in its left-looking form, gptaq.hpp), and each finished block's
+  // own correction (W̄ − Q)_b·P_bb (W̄: the columns just before they were quantized) joins its
+  // q − w, so that later blocks' GEMM carries it; inside the block P_bb works as right-looking.
   const bool left = prep.left_block > 0;
   const Mat& M = left ? prep.left_factor : prep.upper;
-  if ((left && (prep.left_block != opt.block_size || !left_looking_fits(opt, P != nullptr))) ||
+  if ((left && (prep.left_block != opt.block_size || !left_looking_fits(opt))) ||
       (drift && (!left || std::find(prep.dead.begin(), prep.dead.end(), true) != prep.dead.end()))) {
     out = QuantizedWeight<Scalar>{};
     return Report::fail(Status::InvalidArgument,
@@ -251,6 +255,8 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
                         "is too ill-conditioned): raise percdamp or solve in double");
   }
   std::vector<char> overflowed(std::size_t(panels), 0);  // per panel: a non-finite error
+  // GPTAQ left-looking: the quantized columns in solve order, what the correction multiplies.
+  Mat Q_solved(left && P ? m : 0, n);
 
   // Results go straight to their original column (no solve-order copy to permute at the end).
   const Index B = opt.block_size;
@@ -276,8 +282,10 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
       auto W1p = W1.block(r0, 0, rows, count);
       auto E1p = E1.block(r0, 0, rows, count);
       W1p = W.block(r0, i1, rows, count);  // W itself is only updated at block ends (spec note)
-      if (left && i1 > 0)  // W's earlier columns hold q − w: one GEMM per block
+      if (left && i1 > 0) {  // W's earlier columns hold q − w: one GEMM per block
         W1p.noalias() -= W.block(r0, 0, rows, i1) * M.block(0, i1, i1, count);
+        if (P) W1p.noalias() += Q_solved.block(r0, 0, rows, i1) * P->block(0, i1, i1, count);
+      }
       if (drift) W1p += drift->block(r0, i1, rows, count);  // the target's share of the start
       if (W0.rows()) W0.block(r0, 0, rows, count) = W1p;
       // Where a group's columns are as they were at the block's start: W right-looking; W1
@@ -309,13 +317,14 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
           const auto q = out.weight.block(r0, dst, rows, 1);
           E1p.col(i) = (W1p.col(i) - q) / d;
           if (left) W.block(r0, col, rows, 1) = q - W.block(r0, col, rows, 1);
+          if (Q_solved.rows()) Q_solved.block(r0, col, rows, 1) = q;
           // Σ (w − q)²/d²/2 in double, so no magnitude overflows it.
           panel_loss(p, col) =
               E1p.col(i).template cast<double>().cwiseAbs2().dot(row_weight.segment(r0, rows)) / 2;
           const Index span = s1 - i;
-          if (P)
-            W1p.middleCols(i, span).noalias() -= E1p.col(i) * M.row(col).segment(col, span) -
-                                                 Wb.col(i - s0) * P->row(col).segment(col, span);
+          if (P)  // both rank-1 terms in one pass over each column (two outer products: two)
+            for (Index c = i; c < s1; ++c)
+              W1p.col(c) -= E1p.col(i) * M(col, i1 + c) - Wb.col(i - s0) * (*P)(col, i1 + c);
           else
             W1p.middleCols(i, span).noalias() -= E1p.col(i) * M.row(col).segment(col, span);
         }
@@ -327,6 +336,11 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
         }
       }
       if (!E1p.allFinite()) overflowed[std::size_t(p)] = 1;
+      if (left && P) {  // (W̄ − Q)_b = E1·diag(U_bb)
+        const Mat own = E1p * M.diagonal().segment(i1, count).asDiagonal();
+        W.block(r0, i1, rows, count).noalias() -=
+            own * P->block(i1, i1, count, count).template triangularView<Eigen::StrictlyUpper>();
+      }
       if (!left && i2 < n) {  // the lazy update: one GEMM per block (and panel)
         auto rest = W.block(r0, i2, rows, n - i2);
         rest.noalias() -= E1p * M.block(i1, i2, count, n - i2);

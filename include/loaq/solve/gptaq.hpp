@@ -33,15 +33,59 @@ Matrix<C> strictly_upper_product(const Matrix<C>& d, const Matrix<C>& U) {
   return P;
 }
 
-template <class C, class D>
+// dXXT as the correction reads it: scaled by 4^−k like the factor, dead columns zeroed (as the
+// reference does), in solve order.
+template <class C, class D, class Prep>
+Matrix<C> correction_input(const Eigen::MatrixBase<D>& dXXT, const Prep& prep) {
+  Matrix<C> d = scaled_pow4_as<C>(dXXT, prep.log4_scale);
+  for (std::size_t j = 0; j < prep.dead.size(); ++j)
+    if (prep.dead[j]) d.col(Index(j)).setZero();
+  if (prep.permuted()) d = d(prep.perm, prep.perm).eval();
+  return d;
+}
+
+// The left-looking loop's form of P = T·U, T = triu₁(d·Uᵀ) (column_solver.hpp). The reference
+// corrects a later block by Q_p·P_pb (its block update reads the quantized columns) and inside a
+// block by W̄·P_bb (W̄: the columns just before they were quantized). On R what has reached block
+// b when it starts, −E_p·U_pb + Q_p·P_pb, equals (W − Q + (W̄ − Q)·P_dd)_p·M_pb + Q_p·T_pb·U_bb
+// (P_dd: P's diagonal blocks; the Q·P parts of E_p and of P_pb cancel). So block column b holds
+// T_pb·U_bb above T_bb·U_bb = P_bb. T needs d·R⁻ᵀ above the diagonal only (the pass of
+// left_target_drift, over each block's rows from its own block on: n³/3 flops), and U is never
+// formed.
+template <class C>
+Matrix<C> left_correction(Matrix<C> d, const Matrix<C>& F, Index block, double alpha) {
+  const Index n = d.rows(), blocks = (n + block - 1) / block;
+  run_tasks({}, blocks, [&](Index r) {  // rows of block r: T's, block r's columns onwards
+    const Index s = r * block, h = std::min(block, n - s);
+    auto rows = d.middleRows(s, h);
+    for (Index b = blocks - 2; b >= r; --b) {  // Z_b = d_b − Σ_{q>b} Z_q·M_bqᵀ
+      const Index c0 = b * block, c1 = c0 + block;
+      rows.middleCols(c0, block).noalias() -=
+          rows.rightCols(n - c1) * F.block(c0, c1, block, n - c1).transpose();
+    }
+    for (Index b = r; b < blocks; ++b) {  // (d·R⁻ᵀ)_b = Z_b·U_bbᵀ
+      const Index c0 = b * block, w = std::min(block, n - c0);
+      const Matrix<C> Z_b = rows.middleCols(c0, w);
+      rows.middleCols(c0, w).noalias() =
+          Z_b * F.block(c0, c0, w, w).template triangularView<Eigen::Upper>().transpose();
+    }
+    rows.leftCols(s).setZero();  // keep k > i only
+    rows.middleCols(s, h).template triangularView<Eigen::Lower>().setZero();
+  });
+  run_tasks({}, blocks, [&](Index b) {  // block column b: T_{≤b,b}·U_bb (below it T is zero)
+    const Index c0 = b * block, w = std::min(block, n - c0);
+    const Matrix<C> T_b = d.block(0, c0, c0 + w, w);
+    d.block(0, c0, c0 + w, w).noalias() =
+        T_b * F.block(c0, c0, w, w).template triangularView<Eigen::Upper>();
+  });
+  d *= C(alpha);
+  return d;
+}
+
+template <class C, class D, class Prep>
 Matrix<C> gptaq_correction_in(const Eigen::MatrixBase<D>& dXXT, const Matrix<C>& U,
-                              const std::vector<bool>& dead, const std::vector<Index>& perm,
-                              bool permuted, int k, double alpha) {
-  Matrix<C> d = scaled_pow4_as<C>(dXXT, k);
-  for (std::size_t j = 0; j < dead.size(); ++j)
-    if (dead[j]) d.col(Index(j)).setZero();
-  if (permuted) d = d(perm, perm).eval();
-  Matrix<C> P = strictly_upper_product(d, U);
+                              const Prep& prep, double alpha) {
+  Matrix<C> P = strictly_upper_product(correction_input<C>(dXXT, prep), U);
   P *= C(alpha);
   return P;
 }
@@ -55,11 +99,9 @@ template <class Scalar, class D>
 Matrix<Scalar> gptaq_correction(const Eigen::MatrixBase<D>& dXXT,
                                 const PreparedHessian<Scalar>& prep, double alpha) {
   if (prep.upper_double.size())
-    return internal::gptaq_correction_in<double>(dXXT, prep.upper_double, prep.dead, prep.perm,
-                                                 prep.permuted(), prep.log4_scale, alpha)
+    return internal::gptaq_correction_in<double>(dXXT, prep.upper_double, prep, alpha)
         .template cast<Scalar>();
-  return internal::gptaq_correction_in<Scalar>(dXXT, prep.upper, prep.dead, prep.perm,
-                                               prep.permuted(), prep.log4_scale, alpha);
+  return internal::gptaq_correction_in<Scalar>(dXXT, prep.upper, prep, alpha);
 }
 
 namespace internal {
@@ -86,9 +128,18 @@ Report gptaq_solve(WArg&& W, const Eigen::MatrixBase<DH>& H, const Eigen::Matrix
     if (auto r = prepare_plain_gptq(H, options, prep); !r.ok()) return r;
     return solve_columns(std::forward<WArg>(W), prep, grid, options, nullptr, out, diag);
   }
-  if (auto r = prepare_hessian(H, options.act_order, options.damping, prep, options.factor); !r.ok())
+  // Left-looking where plain GPTQ would be (column_solver.hpp): no U, no trailing updates.
+  const Index left_block =
+      options.factor == FactorPrecision::Solver && left_looking_fits(options) ? Index(options.block_size) : 0;
+  if (auto r = prepare_hessian_as(H, options.act_order, options.damping, prep, options.factor,
+                                  left_block);
+      !r.ok())
     return r;
-  const Matrix<Scalar> P = gptaq_correction(dXXT, prep, alpha);
+  const Matrix<Scalar> P =
+      prep.left_block > 0  // (a left-looking form beyond the scalar's range fell back to U)
+          ? left_correction(correction_input<Scalar>(dXXT, prep), prep.left_factor,
+                            prep.left_block, alpha)
+          : gptaq_correction(dXXT, prep, alpha);
   if (!internal::all_finite(P))
     return Report::fail(Status::OutOfRange,
                         "GPTAQ's correction overflowed: dXXT is far larger than the Hessian (are "

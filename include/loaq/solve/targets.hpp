@@ -167,7 +167,7 @@ Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>&
   // column of W, and only U's route zeroes the target's column as well.
   const bool any_dead = (H.diagonal().array() == typename DH::Scalar(0)).any();
   const Index left_block = options.factor == FactorPrecision::Solver && !any_dead &&
-                                   internal::left_looking_fits(options, false)
+                                   internal::left_looking_fits(options)
                                ? Index(options.block_size)
                                : 0;
   if (auto r = internal::prepare_hessian_as(H, options.act_order, options.damping, prep,
