@@ -61,6 +61,16 @@ loaq::Matrix<Scalar> random_matrix(loaq::Index rows, loaq::Index cols, std::mt19
   return M;
 }
 
+// GPTQ options for comparing the left-looking loop with the right-looking one, case by case.
+inline loaq::GptqOptions blocked_options(int block, int group, bool act_order, bool static_groups) {
+  loaq::GptqOptions opt;
+  opt.block_size = block;
+  opt.group_size = group;
+  opt.act_order = act_order;
+  opt.static_groups = static_groups;
+  return opt;
+}
+
 // Inputs n × T with a few outlier channels; H = 2 Σ x xᵀ (one sequence).
 inline Eigen::MatrixXd random_inputs(loaq::Index n, loaq::Index T, std::mt19937& rng) {
   Eigen::MatrixXd X = random_matrix<double>(n, T, rng);

@@ -330,11 +330,7 @@ TEST_CASE_TEMPLATE("the left-looking loop is the right-looking one, group by gro
     CAPTURE(c.block);
     CAPTURE(c.group);
     CAPTURE(c.act);
-    loaq::GptqOptions opt;
-    opt.block_size = c.block;
-    opt.group_size = c.group;
-    opt.act_order = c.act;
-    opt.static_groups = c.stat;
+    const loaq::GptqOptions opt = loaq_test::blocked_options(c.block, c.group, c.act, c.stat);
     const auto right = solve_in_form<Scalar>(pb.W, pb.H, opt, 0);
     loaq::QuantizedWeight<Scalar> out;
     REQUIRE(loaq::gptq(pb.W.cast<Scalar>(), pb.H, loaq::UniformGrid<Scalar, 4>(false), opt, out).ok());
@@ -442,11 +438,7 @@ TEST_CASE_TEMPLATE("GPTAQ's left-looking solve is the one on U", Scalar, float, 
     CAPTURE(c.block);
     CAPTURE(c.group);
     CAPTURE(c.act);
-    loaq::GptqOptions opt;
-    opt.block_size = c.block;
-    opt.group_size = c.group;
-    opt.act_order = c.act;
-    opt.static_groups = c.stat;
+    const loaq::GptqOptions opt = loaq_test::blocked_options(c.block, c.group, c.act, c.stat);
     REQUIRE(loaq::internal::left_looking_fits(opt));
     loaq::PreparedHessian<Scalar> left, on_u;
     REQUIRE(loaq::internal::prepare_hessian_as(pb.H, c.act, opt.damping, left, opt.factor,

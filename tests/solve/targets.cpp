@@ -242,11 +242,7 @@ TEST_CASE_TEMPLATE("the left-looking target solve is the one on U", Scalar, floa
     CAPTURE(c.group);
     CAPTURE(c.act);
     CAPTURE(c.alpha);
-    loaq::GptqOptions opt;
-    opt.block_size = c.block;
-    opt.group_size = c.group;
-    opt.act_order = c.act;
-    opt.static_groups = c.stat;
+    const loaq::GptqOptions opt = loaq_test::blocked_options(c.block, c.group, c.act, c.stat);
     REQUIRE(loaq::internal::left_looking_fits(opt));
     const Eigen::MatrixXd* G = c.residual ? &pb.G : nullptr;
     const loaq::TargetWeights tw{c.alpha, c.beta};
