@@ -3,6 +3,7 @@
 // only their spread over threads varies).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -60,6 +61,27 @@ TEST_CASE_TEMPLATE("SIMD MSE-search error equals the generic kernel", Scalar, fl
 
 // Not SIMD, but the other hand-written kernel of the hot path: the recursive Cholesky and the
 // in-place triangular inverse behind InverseFactor, at a size where the recursion splits twice.
+TEST_CASE_TEMPLATE("The loop's weighted square sum is Σ w·e² in double, for any length", Scalar,
+                   float, double) {
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<double> weight(0.5, 2.0);
+  for (const Index rows : {Index(0), Index(1), Index(15), Index(16), Index(203), Index(1024)}) {
+    CAPTURE(rows);
+    const loaq::Matrix<Scalar> e = loaq_test::random_matrix<Scalar>(std::max<Index>(rows, 1), 1, rng, 1.0);
+    std::vector<double> w(std::size_t(std::max<Index>(rows, 1)));
+    for (double& x : w) x = weight(rng);
+    long double exact = 0;
+    for (Index r = 0; r < rows; ++r)
+      exact += static_cast<long double>(w[std::size_t(r)]) * double(e(r, 0)) * double(e(r, 0));
+    const double sum = loaq::simd::weighted_square_sum(e.data(), w.data(), rows);
+    CHECK(sum == doctest::Approx(double(exact)).epsilon(1e-13));
+  }
+  // Each term in double: a float error whose square overflows float still sums finitely.
+  const float big[2] = {3e30f, -3e30f};
+  const double ones[2] = {1.0, 1.0};
+  CHECK(loaq::simd::weighted_square_sum(big, ones, 2) == doctest::Approx(1.8e61));
+}
+
 TEST_CASE("Inverse factor equals chol(cholesky_inverse(chol(H)), upper) past the recursion leaf") {
   std::mt19937 rng(17);
   const Index n = 600;

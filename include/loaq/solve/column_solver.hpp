@@ -319,8 +319,7 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
           if (left) W.block(r0, col, rows, 1) = q - W.block(r0, col, rows, 1);
           if (Q_solved.rows()) Q_solved.block(r0, col, rows, 1) = q;
           // Σ (w − q)²/d²/2 in double, so no magnitude overflows it.
-          panel_loss(p, col) =
-              E1p.col(i).template cast<double>().cwiseAbs2().dot(row_weight.segment(r0, rows)) / 2;
+          panel_loss(p, col) = simd::weighted_square_sum(&E1p(0, i), &row_weight[r0], rows) / 2;
           const Index span = s1 - i;
           if (P)  // both rank-1 terms in one pass over each column (two outer products: two)
             for (Index c = i; c < s1; ++c)
@@ -335,7 +334,7 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
           if (P) later.noalias() += Wb * P->block(i1 + s0, i1 + s1, s1 - s0, count - s1);
         }
       }
-      if (!E1p.allFinite()) overflowed[std::size_t(p)] = 1;
+      if (!internal::all_finite(E1p)) overflowed[std::size_t(p)] = 1;
       if (left && P) {  // (W̄ − Q)_b = E1·diag(U_bb)
         const Mat own = E1p * M.diagonal().segment(i1, count).asDiagonal();
         W.block(r0, i1, rows, count).noalias() -=
