@@ -8,6 +8,10 @@
 #include <type_traits>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "../config.hpp"
 #include "../grid/params.hpp"
 #include "../simd/quantize.hpp"
@@ -259,13 +263,25 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
   Mat Q_solved(left && P ? m : 0, n);
 
   // Results go straight to their original column (no solve-order copy to permute at the end).
-  const Index B = opt.block_size;
+  const Index B = opt.block_size, block_cols = std::min<Index>(B, n);
   constexpr Index kSub = LOAQ_SUBBLOCK;
-  Mat W1(m, std::min<Index>(B, n)), E1(m, std::min<Index>(B, n));
+  // Each thread's working copy of the panel it runs (W1: the block's columns as they are
+  // updated, E1: their scaled errors), kept from panel to panel and block to block. Two m × B
+  // matrices would be fresh memory, one page fault per 4 KiB on every solve (a visible part of a
+  // small layer's run); a thread's panel is at most 1024 × B.
   // Left-looking, W keeps each column as it was given until it is quantized (then q − w replaces
-  // it), so a group that starts inside a block takes its parameters from this copy of the block
-  // as it was when the block started (what the right-looking W holds: spec §3's note).
-  Mat W0(left && dynamic && g < B ? m : 0, std::min<Index>(B, n));
+  // it), so a group that starts inside a block takes its parameters from W0, a copy of the
+  // panel's block as it was when the block started (what the right-looking W holds: spec §3's
+  // note).
+  struct PanelScratch {
+    Mat W1, E1, W0;
+  };
+#ifdef _OPENMP
+  std::vector<PanelScratch> scratch(std::size_t(std::max(1, omp_get_max_threads())));
+#else
+  std::vector<PanelScratch> scratch(1);
+#endif
+  const bool keep_block_start = left && dynamic && g < B;
   Eigen::MatrixXd panel_loss(panels, n);  // summed over panels in a fixed order below
 
   for (Index i1 = 0; i1 < n; i1 += B) {
@@ -279,20 +295,33 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
 #endif
     for (Index p = 0; p < panels; ++p) {
       const Index r0 = p * R, rows = std::min(R, m - r0);
-      auto W1p = W1.block(r0, 0, rows, count);
-      auto E1p = E1.block(r0, 0, rows, count);
+#ifdef _OPENMP
+      PanelScratch& own_scratch = scratch[std::size_t(omp_get_thread_num())];
+#else
+      PanelScratch& own_scratch = scratch[0];
+#endif
+      if (own_scratch.W1.rows() < rows) {
+        own_scratch.W1.resize(std::min(R, m), block_cols);
+        own_scratch.E1.resize(std::min(R, m), block_cols);
+        if (keep_block_start) own_scratch.W0.resize(std::min(R, m), block_cols);
+      }
+      auto W1p = own_scratch.W1.topLeftCorner(rows, count);
+      auto E1p = own_scratch.E1.topLeftCorner(rows, count);
       W1p = W.block(r0, i1, rows, count);  // W itself is only updated at block ends (spec note)
       if (left && i1 > 0) {  // W's earlier columns hold q − w: one GEMM per block
         W1p.noalias() -= W.block(r0, 0, rows, i1) * M.block(0, i1, i1, count);
         if (P) W1p.noalias() += Q_solved.block(r0, 0, rows, i1) * P->block(0, i1, i1, count);
       }
       if (drift) W1p += drift->block(r0, i1, rows, count);  // the target's share of the start
-      if (W0.rows()) W0.block(r0, 0, rows, count) = W1p;
+      if (keep_block_start) own_scratch.W0.topLeftCorner(rows, count) = W1p;
       // Where a group's columns are as they were at the block's start: W right-looking; W1
       // left-looking when groups are blocks (a group starts at the block's first column, before
-      // any update inside it), else W0. Columns of W1 and W0 count from i1.
-      const Mat& block_start = W0.rows() ? W0 : left ? W1 : W;
-      const Index block_start_col = W0.rows() || left ? i1 : 0;
+      // any update inside it), else W0. Columns of W1 and W0 count from i1, their rows from r0.
+      auto block_start = [&](Index col, Index width) {
+        if (keep_block_start) return own_scratch.W0.block(0, col - i1, rows, width);
+        if (left) return own_scratch.W1.block(0, col - i1, rows, width);
+        return W.block(r0, col, rows, width);
+      };
       RowParams<Scalar> local;
       Mat Wb;  // GPTAQ: the sub-block's columns before quantization
       // Inside the block, a second level of laziness: rank-1 updates only within a sub-block
@@ -303,9 +332,7 @@ Report solve_scaled_columns(Matrix<typename Grid::Scalar>&& W_scaled,
         for (Index i = s0; i < s1; ++i) {
           const Index col = i1 + i, dst = perm[std::size_t(col)];
           if (dynamic && col % g == 0) {
-            fit_params(grid,
-                       block_start.block(r0, col - block_start_col, rows, std::min(g, n - col)),
-                       opt.search, local);
+            fit_params(grid, block_start(col, std::min(g, n - col)), opt.search, local);
             out.scales.block(r0, col / g, rows, 1) = local.scale;
             out.zeros.block(r0, col / g, rows, 1) = local.zero;
           }
