@@ -58,11 +58,7 @@ Matrix<C> left_correction(Matrix<C> d, const Matrix<C>& F, Index block, double a
   run_tasks({}, blocks, [&](Index r) {  // rows of block r: T's, block r's columns onwards
     const Index s = r * block, h = std::min(block, n - s);
     auto rows = d.middleRows(s, h);
-    for (Index b = blocks - 2; b >= r; --b) {  // Z_b = d_b − Σ_{q>b} Z_q·M_bqᵀ
-      const Index c0 = b * block, c1 = c0 + block;
-      rows.middleCols(c0, block).noalias() -=
-          rows.rightCols(n - c1) * F.block(c0, c1, block, n - c1).transpose();
-    }
+    left_factor_z_pass(rows, F, block, r);  // Z_b = d_b − Σ_{q>b} Z_q·M_bqᵀ
     for (Index b = r; b < blocks; ++b) {  // (d·R⁻ᵀ)_b = Z_b·U_bbᵀ
       const Index c0 = b * block, w = std::min(block, n - c0);
       const Matrix<C> Z_b = rows.middleCols(c0, w);

@@ -98,6 +98,20 @@ bool to_left_looking(Matrix<S>& R, Index B) {
   return finite;
 }
 
+// Products with R⁻ᵀ on the left-looking form F, in place on rows X (n columns): with
+// Y = X·R⁻ᵀ and Z_b = Y_b·R_bbᵀ, Y·Rᵀ = X gives Z_b = X_b − Σ_{q>b} Z_q·M_bqᵀ (M_bq = R_bq·U_qq,
+// F's block above the diagonal), right to left from the last block down to block `first`; then
+// Y_b = Z_b·U_bbᵀ. The LoaQ/QEP drift and GPTAQ's correction both start from this pass.
+template <class Rows, class S>
+void left_factor_z_pass(Rows& X, const Matrix<S>& F, Index block, Index first) {
+  const Index n = X.cols(), blocks = (n + block - 1) / block;
+  for (Index b = blocks - 2; b >= first; --b) {
+    const Index c0 = b * block, c1 = c0 + block;
+    X.middleCols(c0, block).noalias() -=
+        X.rightCols(n - c1) * F.block(c0, c1, block, n - c1).transpose();
+  }
+}
+
 // m in scalar To: moved when it already is, else cast.
 template <class To, class From>
 Matrix<To> in_scalar(Matrix<From>&& m) {

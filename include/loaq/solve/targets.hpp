@@ -78,11 +78,7 @@ void left_target_drift(Matrix<C>& B, const Matrix<C>& F, Index block) {
   });
   run_tasks({}, (B.rows() + P - 1) / P, [&](Index t) {
     auto rows = B.middleRows(t * P, std::min(P, B.rows() - t * P));
-    for (Index b = blocks - 2; b >= 0; --b) {  // Z; the last block's Z_b is B_b
-      const Index c0 = b * block, c1 = c0 + block;
-      rows.middleCols(c0, block).noalias() -=
-          rows.rightCols(n - c1) * F.block(c0, c1, block, n - c1).transpose();
-    }
+    left_factor_z_pass(rows, F, block, 0);  // Z; the last block's Z_b is B_b
     for (Index b = 0; b < blocks; ++b) {  // D
       const Index c0 = b * block, w = std::min(block, n - c0);
       const Matrix<C> Z_b = rows.middleCols(c0, w);
