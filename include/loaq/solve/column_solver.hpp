@@ -70,15 +70,19 @@ inline bool left_looking_fits(const GptqOptions& o) {
   return !dynamic || o.block_size % o.group_size == 0;
 }
 
+// The block of the left-looking form a solve with these options asks prepare_hessian_as for: the
+// block size where the left-looking loop fits, else 0 (U), and always 0 with
+// FactorPrecision::Double (whose bits results have been published from).
+inline Index left_block_for(const GptqOptions& o) {
+  return o.factor == FactorPrecision::Solver && left_looking_fits(o) ? Index(o.block_size) : 0;
+}
+
 // Prepares H for a solve with no correction and no target (plain GPTQ): in the left-looking form
-// where it fits, which needs no inverse of R (n³/3 flops fewer); else, and always with
-// FactorPrecision::Double (whose bits results have been published from), as U.
+// where it fits, which needs no inverse of R (n³/3 flops fewer); else as U.
 template <class Scalar, class Derived>
 Report prepare_plain_gptq(const Eigen::MatrixBase<Derived>& H, const GptqOptions& o,
                           PreparedHessian<Scalar>& prep) {
-  const Index left_block =
-      o.factor == FactorPrecision::Solver && left_looking_fits(o) ? Index(o.block_size) : 0;
-  return prepare_hessian_as(H, o.act_order, o.damping, prep, o.factor, left_block);
+  return prepare_hessian_as(H, o.act_order, o.damping, prep, o.factor, left_block_for(o));
 }
 
 // Loss weight of each row: 4^(e − e_max) undoes the row scaling of (w − q)² relative to the

@@ -49,9 +49,8 @@ Matrix<C> correction_input(const Eigen::MatrixBase<D>& dXXT, const Prep& prep) {
 // block by W̄·P_bb (W̄: the columns just before they were quantized). On R what has reached block
 // b when it starts, −E_p·U_pb + Q_p·P_pb, equals (W − Q + (W̄ − Q)·P_dd)_p·M_pb + Q_p·T_pb·U_bb
 // (P_dd: P's diagonal blocks; the Q·P parts of E_p and of P_pb cancel). So block column b holds
-// T_pb·U_bb above T_bb·U_bb = P_bb. T needs d·R⁻ᵀ above the diagonal only (the pass of
-// left_target_drift, over each block's rows from its own block on: n³/3 flops), and U is never
-// formed.
+// T_pb·U_bb above T_bb·U_bb = P_bb. T needs d·R⁻ᵀ above the diagonal only (left_factor_z_pass
+// over each block's rows from its own block on: n³/3 flops), and U is never formed.
 template <class C>
 Matrix<C> left_correction(Matrix<C> d, const Matrix<C>& F, Index block, double alpha) {
   const Index n = d.rows(), blocks = (n + block - 1) / block;
@@ -125,10 +124,8 @@ Report gptaq_solve(WArg&& W, const Eigen::MatrixBase<DH>& H, const Eigen::Matrix
     return solve_columns(std::forward<WArg>(W), prep, grid, options, nullptr, out, diag);
   }
   // Left-looking where plain GPTQ would be (column_solver.hpp): no U, no trailing updates.
-  const Index left_block =
-      options.factor == FactorPrecision::Solver && left_looking_fits(options) ? Index(options.block_size) : 0;
   if (auto r = prepare_hessian_as(H, options.act_order, options.damping, prep, options.factor,
-                                  left_block);
+                                  left_block_for(options));
       !r.ok())
     return r;
   const Matrix<Scalar> P =

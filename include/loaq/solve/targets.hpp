@@ -162,12 +162,9 @@ Report solve_target(const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DH>&
   // Left-looking where plain GPTQ would be, unless a column is dead: the loop zeroes a dead
   // column of W, and only U's route zeroes the target's column as well.
   const bool any_dead = (H.diagonal().array() == typename DH::Scalar(0)).any();
-  const Index left_block = options.factor == FactorPrecision::Solver && !any_dead &&
-                                   internal::left_looking_fits(options)
-                               ? Index(options.block_size)
-                               : 0;
   if (auto r = internal::prepare_hessian_as(H, options.act_order, options.damping, prep,
-                                            options.factor, left_block);
+                                            options.factor,
+                                            any_dead ? 0 : internal::left_block_for(options));
       !r.ok())
     return r;
   const Report overflowed = Report::fail(
