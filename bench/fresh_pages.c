@@ -16,10 +16,18 @@ static double now_ms(void) {
 }
 
 int main(int argc, char** argv) {
-  const size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 16, bytes = mib << 20, pages = bytes / 4096;
+  const long arg = argc > 1 ? atol(argv[1]) : 16;
+  if (arg <= 0 || arg > (1L << 20)) {
+    fprintf(stderr, "usage: fresh_pages [MiB]  (a whole number of MiB from 1 to 1048576; default 16)\n");
+    return 2;
+  }
+  const size_t mib = (size_t)arg, bytes = mib << 20, pages = bytes / 4096;
   for (int rep = 0; rep < 3; ++rep) {
     volatile char* p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return 1;
+    if (p == MAP_FAILED) {
+      perror("fresh_pages: mmap");
+      return 1;
+    }
     const double t0 = now_ms();
     for (size_t i = 0; i < bytes; i += 4096) p[i] = 1;
     const double t1 = now_ms();
