@@ -221,6 +221,23 @@ TEST_CASE_TEMPLATE("GPTQ and GPTAQ give bit-identical results for any thread cou
   CHECK(t1.second == t2.second);
 }
 
+TEST_CASE("the column loop's row panels: equal heights in an even count, at most 1024 rows") {
+  // Two threads take panels one at a time: an odd count or a short panel beside full ones would
+  // leave one of them idle at the end of every block (576 rows were four of 128 and one of 64).
+  for (Index m = 1; m <= 20000; ++m) {
+    const Index R = loaq::internal::panel_rows(m), count = (m + R - 1) / R;
+    CAPTURE(m);
+    REQUIRE(R >= 1);
+    REQUIRE(R <= std::max<Index>(m, 16));
+    CHECK(R <= 1024);
+    CHECK((R % 16 == 0 || count == 1));
+    CHECK((count == 1 || count % 2 == 0));
+    CHECK(m - (count - 1) * R > R - 16 * (count - 1) - 16);  // the last panel is nearly full
+    if (m >= 128) CHECK(count >= 2);
+    if (m >= 512) CHECK(count >= 4);
+  }
+}
+
 TEST_CASE_TEMPLATE("The inverse factor is bit-identical for any thread count", Scalar, float,
                    double) {
   // n above the recursion leaf (256) and not a multiple of the 256-row tasks, so the threaded

@@ -53,13 +53,17 @@ template <class Grid>
 Report check_grid(const Grid& grid) { return check_grid(grid, 0); }
 
 // Rows per panel of the column loop, a function of m only (never of the thread count, so results
-// do not depend on it): taller panels make the block GEMM faster (its right-hand side is packed
-// once per panel), at least four panels keep two or more threads busy, and up to 1024 rows the
-// panel's slice of the lazy block (1024 × 128) still fits in L2.
+// do not depend on it). Panels of equal height (a multiple of 16 rows, the widest float packet)
+// in an even count, so that two threads get the same rows: four of at least 128 rows, else two
+// of at least 64, else one, and more where a panel would pass 1024 rows. Taller panels make the
+// block GEMM faster (its right-hand side is packed once per panel); up to 1024 rows the panel's
+// slice of the lazy block (1024 × 128) still fits in L2.
 inline Index panel_rows(Index m) {
-  Index r = 128;
-  while (r < 1024 && 4 * (2 * r) <= m) r *= 2;
-  return std::max<Index>(1, std::min(r, m));
+  Index count = m >= 4 * 128 ? 4 : m >= 2 * 64 ? 2 : 1;
+  count = std::max(count, (m + 1023) / 1024);
+  if (count > 1 && count % 2 != 0) ++count;
+  const Index rows = (m + count - 1) / count;
+  return std::max<Index>(1, std::min(m, (rows + 15) / 16 * 16));
 }
 
 // Whether the loop on PreparedHessian's left-looking form reproduces the reference: no dynamic
