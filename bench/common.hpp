@@ -66,9 +66,10 @@ struct Shape {
   const char* name;
   Index m, n;
 };
-constexpr Shape kSmol[] = {{"smollm2_576x576", 576, 576},
-                           {"smollm2_1536x576", 1536, 576},
-                           {"smollm2_576x1536", 576, 1536}};
+constexpr Shape kSmol[] = {{"smollm2_576x576", 576, 576},  // q_proj, o_proj
+                           {"smollm2_192x576", 192, 576},  // k_proj, v_proj (3 KV heads of 64)
+                           {"smollm2_1536x576", 1536, 576},  // gate_proj, up_proj
+                           {"smollm2_576x1536", 576, 1536}};  // down_proj
 constexpr Shape kLlama[] = {{"llama7b_4096x4096", 4096, 4096},
                             {"llama7b_11008x4096", 11008, 4096},
                             {"llama7b_4096x11008", 4096, 11008}};

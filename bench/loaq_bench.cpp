@@ -4,10 +4,11 @@
 //   loaq_bench [--quick | --full] [--threads N] [--scalar float|double|both] [--export DIR]
 //              [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention,
 //                      correction]
-//              [--shape NAME] [--reps N]
+//              [--shape NAME|ROWSxCOLS] [--reps N]
 //
-// --quick: SmolLM2-135M shapes (576×576, 1536×576, 576×1536); --full adds LLaMA-7B shapes
-// (4096×4096, 11008×4096, 4096×11008). Shapes are m × n = rows × columns of W.
+// --quick: SmolLM2-135M shapes (576×576, 192×576, 1536×576, 576×1536); --full adds LLaMA-7B
+// shapes (4096×4096, 11008×4096, 4096×11008). Shapes are m × n = rows × columns of W.
+// --shape runs one of them, or any other m × n given as ROWSxCOLS (named layer_ROWSxCOLS).
 // --reps N times each stage of a shape N times (best counts; default 7, or 2 on the 7B shapes):
 // the SmolLM2 stages take milliseconds, and on a noisy machine 7 runs may not find a quiet one.
 // --export DIR writes DIR/<shape>.safetensors (weight, hessian, loaq's float result and its time)
@@ -21,10 +22,12 @@
 // solver's scalar (quick: n ∈ {576, 896, 1536, 4864}; full adds 4096 and 11008).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <loaq/io/safetensors.hpp>
 #include <loaq/llm/decoder.hpp>
 #include <loaq/loaq.hpp>
@@ -491,7 +494,7 @@ int usage() {
       "[--export DIR]\n"
       "       [--only accumulate,factor,loop,gptq,mse,gptaq,loaq,memory,hadamard,attention,"
       "correction]\n"
-      "       [--shape NAME] [--reps N]\n");
+      "       [--shape NAME|ROWSxCOLS] [--reps N]\n");
   return 2;
 }
 
@@ -563,8 +566,26 @@ int main(int argc, char** argv) {
   std::vector<Shape> shapes(std::begin(kSmol), std::end(kSmol));
   if (cfg.full || !cfg.shape.empty())
     shapes.insert(shapes.end(), std::begin(kLlama), std::end(kLlama));
+  if (!cfg.shape.empty()) {
+    const auto named = [&](const Shape& s) { return cfg.shape == s.name; };
+    // Any other layer as ROWSxCOLS (a shape the tables do not hold, e.g. another model's).
+    static std::string custom_name;
+    long m = 0, n = 0;
+    char tail = 0;
+    if (std::find_if(shapes.begin(), shapes.end(), named) != shapes.end())
+      shapes.erase(std::remove_if(shapes.begin(), shapes.end(), std::not_fn(named)), shapes.end());
+    else if (std::sscanf(cfg.shape.c_str(), "%ldx%ld%c", &m, &n, &tail) == 2 && m > 0 && n > 0 &&
+             m <= 65536 && n <= 65536) {
+      custom_name = "layer_" + cfg.shape;
+      shapes = {Shape{custom_name.c_str(), m, n}};
+    } else {
+      std::fprintf(stderr, "loaq_bench: unknown shape '%s': a name from the tables (smollm2_576x576, "
+                           "llama7b_4096x4096, ...) or ROWSxCOLS up to 65536x65536\n",
+                   cfg.shape.c_str());
+      return 2;
+    }
+  }
   for (const Shape& s : shapes) {
-    if (!cfg.shape.empty() && cfg.shape != s.name) continue;
     const ShapeData st = make_statistics(s, cfg);
     // Reference rates again for every shape: on a shared machine the load drifts.
     const Rates rates = measure_machine(3);

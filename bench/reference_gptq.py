@@ -6,7 +6,8 @@ damping), the factor as cholesky -> cholesky_inverse -> cholesky(upper), the laz
 loop with one GEMM per block, and Quantizer.find_params / quantize (4-bit asymmetric, per-row
 parameters refreshed every `group` columns from the block-start W).
 
-    /usr/bin/python3 bench/reference_gptq.py [--threads N] [--reps R] [--device cuda] LAYER.safetensors ...
+    /usr/bin/python3 bench/reference_gptq.py [--threads N] [--reps R] [--cli CLI] [--exact]
+                                             [--device cuda] LAYER.safetensors ...
 
 Each file holds `weight` [m,n], `hessian` [n,n] (float32), loaq's result `loaq_weight` and, in
 the metadata, loaq's best time for the same solve (`loaq_seconds`) and its settings. Prints
@@ -142,6 +143,9 @@ def main():
                     help="also time this loaq-quantize end to end (process start, reading the "
                          "layer, solve, writing the result) on the same layer and threads")
     ap.add_argument("--device", default="cpu", help="torch device of the solve (cpu or cuda)")
+    ap.add_argument("--exact", action="store_true",
+                    help="also run the reference in float64 (untimed) and count the codes each "
+                         "float32 result shares with it: how far float32 itself decides them")
     ap.add_argument("--allow-slow-blas", action="store_true",
                     help="time torch even when its BLAS runs below 20 GFLOP/s")
     ap.add_argument("layers", nargs="+")
@@ -161,6 +165,9 @@ def main():
             f"{'codes equal':>12}")
     if args.cli:
         head += f" {'CLI e2e [s]':>12} {'torch/CLI':>10} {'CLI codes':>10}"
+    if args.exact:
+        head += f" | {'= float64 reference:':>20} {'torch32':>8} {'loaq':>8}"
+        head += f" {'CLI':>8}" if args.cli else ""
     print(head)
     for path in args.layers:
         t, meta = read_safetensors(path)
@@ -196,6 +203,14 @@ def main():
             t_cli, Q_cli = time_cli(args.cli, path, threads, bits, group, blocksize, percdamp, reps)
             cli_equal = ((Q - Q_cli).abs() < 0.25 * step).double().mean().item()
             line += f" {t_cli:>12.3f} {t_torch / t_cli:>9.1f}x {100 * cli_equal:>9.3f}%"
+        if args.exact:
+            # The same algorithm in float64: where float32 results part from it, rounding in
+            # float32 decided the code, and no float32 peer can be expected to agree there.
+            Q64, _ = fasterquant(W.double(), H.double(), bits, group, blocksize, percdamp)
+            share = lambda A: ((A.double() - Q64).abs() < 0.25 * step.double()).double().mean()
+            line += f" | {'':>20} {100 * share(Q).item():>7.3f}% "
+            line += f"{100 * share(t['loaq_weight'].to(device)).item():>7.3f}%"
+            line += f" {100 * share(Q_cli.to(device)).item():>7.3f}%" if args.cli else ""
         print(line)
         sys.stdout.flush()
 
