@@ -7,7 +7,8 @@
 # quick: SmolLM2 shapes (a minute or two); full: adds the LLaMA-7B shapes (tens of minutes).
 # THREADS defaults to 1. Environment: LOAQ_BENCH_BUILD (build folder, default build-bench),
 # LOAQ_USE_LAPACK=ON to factor with OpenBLAS potrf+trtri instead of Eigen, LOAQ_BENCH_SHAPE=NAME
-# to run one shape only (e.g. llama7b_4096x4096), LOAQ_BENCH_ONLY=stages (loaq_bench --only).
+# to run one shape only (e.g. llama7b_4096x4096, or any ROWSxCOLS such as 896x4864),
+# LOAQ_BENCH_ONLY=stages (loaq_bench --only).
 # Needs cmake, Eigen 3.4, xsimd 8, nlohmann-json; for the side-by-side Debian's python3-torch and
 # libopenblas0-pthread (torch's GEMMs go through libblas.so.3);
 # for the OpenBLAS columns libopenblas-dev and liblapacke-dev.
@@ -44,8 +45,10 @@ if [ "$scalar" = double ]; then
 elif ! compgen -G "$layers/*.safetensors" >/dev/null; then
   echo "skipped: no layer was exported (LOAQ_BENCH_ONLY without a GPTQ stage)"
 elif /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  # --exact: the reference once more in float64 (untimed), to show how many codes float32
+  # rounding decides, in torch's result as in loaq's.
   OMP_NUM_THREADS=$threads /usr/bin/python3 "$src/bench/reference_gptq.py" --threads "$threads" \
-    --cli "$cli" "$layers"/*.safetensors
+    --exact --cli "$cli" "$layers"/*.safetensors
 else
   echo "skipped: /usr/bin/python3 has no torch (apt-get install python3-torch libopenblas0-pthread)"
 fi
