@@ -540,6 +540,29 @@ int main(int argc, char** argv) {
                  cfg.export_dir.c_str());
     return 2;
   }
+  // The shapes to run, checked before any stage runs: --shape names one of the tables' or gives
+  // any other layer as ROWSxCOLS (e.g. another model's).
+  std::string custom_name;  // a ROWSxCOLS shape's name; `shapes` points into it
+  std::vector<Shape> shapes(std::begin(kSmol), std::end(kSmol));
+  if (cfg.full || !cfg.shape.empty())
+    shapes.insert(shapes.end(), std::begin(kLlama), std::end(kLlama));
+  if (!cfg.shape.empty()) {
+    const auto named = [&](const Shape& s) { return cfg.shape == s.name; };
+    long m = 0, n = 0;
+    char tail = 0;
+    if (std::find_if(shapes.begin(), shapes.end(), named) != shapes.end())
+      shapes.erase(std::remove_if(shapes.begin(), shapes.end(), std::not_fn(named)), shapes.end());
+    else if (std::sscanf(cfg.shape.c_str(), "%ldx%ld%c", &m, &n, &tail) == 2 && m > 0 && n > 0 &&
+             m <= 65536 && n <= 65536) {
+      custom_name = "layer_" + cfg.shape;
+      shapes = {Shape{custom_name.c_str(), m, n}};
+    } else {
+      std::fprintf(stderr, "loaq_bench: unknown shape '%s': a name from the tables (smollm2_576x576, "
+                           "llama7b_4096x4096, ...) or ROWSxCOLS up to 65536x65536\n",
+                   cfg.shape.c_str());
+      return 2;
+    }
+  }
   cfg.run_float = scalar != "double";
   cfg.run_double = scalar != "float";
   bench::set_threads(cfg.threads);
@@ -563,28 +586,6 @@ int main(int argc, char** argv) {
   if (cfg.runs("correction")) bench_correction(cfg);
   if (!cfg.runs_shape_stages()) return 0;
 
-  std::vector<Shape> shapes(std::begin(kSmol), std::end(kSmol));
-  if (cfg.full || !cfg.shape.empty())
-    shapes.insert(shapes.end(), std::begin(kLlama), std::end(kLlama));
-  if (!cfg.shape.empty()) {
-    const auto named = [&](const Shape& s) { return cfg.shape == s.name; };
-    // Any other layer as ROWSxCOLS (a shape the tables do not hold, e.g. another model's).
-    static std::string custom_name;
-    long m = 0, n = 0;
-    char tail = 0;
-    if (std::find_if(shapes.begin(), shapes.end(), named) != shapes.end())
-      shapes.erase(std::remove_if(shapes.begin(), shapes.end(), std::not_fn(named)), shapes.end());
-    else if (std::sscanf(cfg.shape.c_str(), "%ldx%ld%c", &m, &n, &tail) == 2 && m > 0 && n > 0 &&
-             m <= 65536 && n <= 65536) {
-      custom_name = "layer_" + cfg.shape;
-      shapes = {Shape{custom_name.c_str(), m, n}};
-    } else {
-      std::fprintf(stderr, "loaq_bench: unknown shape '%s': a name from the tables (smollm2_576x576, "
-                           "llama7b_4096x4096, ...) or ROWSxCOLS up to 65536x65536\n",
-                   cfg.shape.c_str());
-      return 2;
-    }
-  }
   for (const Shape& s : shapes) {
     const ShapeData st = make_statistics(s, cfg);
     // Reference rates again for every shape: on a shared machine the load drifts.
