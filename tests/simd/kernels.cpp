@@ -238,10 +238,51 @@ TEST_CASE("the column loop's row panels: equal heights in an even count, at most
   }
 }
 
+TEST_CASE("the factor's threaded tasks: 256 rows in double, an even count of equal work in float") {
+  using loaq::internal::FactorWork;
+  using loaq::internal::factor_task_bounds;
+  // The work of columns [a, b) of an n × n lower triangle (column j costs n − j), or of rows.
+  const auto work = [](FactorWork kind, Index n, Index a, Index b) {
+    if (kind == FactorWork::EqualRows) return double(b - a);
+    return double(b - a) * double(n) - (double(b) * double(b) - double(a) * double(a)) / 2;
+  };
+  for (const FactorWork kind : {FactorWork::EqualRows, FactorWork::LowerTriangleColumns})
+    for (Index n = 0; n <= 5000; ++n) {
+      CAPTURE(n);
+      CAPTURE(int(kind));
+      const std::vector<Index> d = factor_task_bounds<double>(n, kind);
+      const std::vector<Index> f = factor_task_bounds<float>(n, kind);
+      for (const auto* bounds : {&d, &f}) {
+        REQUIRE(bounds->front() == 0);
+        REQUIRE(bounds->back() == n);
+        if (n == 0) REQUIRE(bounds->size() == 1);
+        for (std::size_t t = 1; t < bounds->size(); ++t) REQUIRE((*bounds)[t] > (*bounds)[t - 1]);
+      }
+      // double: what the published results were factored with.
+      for (std::size_t t = 1; t + 1 < d.size(); ++t) CHECK(d[t] == Index(t) * 256);
+      CHECK(Index(d.size()) - 1 == (n + 255) / 256);
+      // float: two tasks or more from 32 rows on, an even count, bounds on whole 16-float packets,
+      // and no task with much more than its share of the work.
+      const Index tasks = Index(f.size()) - 1;
+      if (n < 32) {
+        CHECK(tasks <= 1);
+        continue;
+      }
+      CHECK(tasks % 2 == 0);
+      CHECK(tasks >= std::max<Index>(2, (n + 255) / 256));
+      for (std::size_t t = 1; t + 1 < f.size(); ++t) CHECK(f[t] % 16 == 0);
+      // Each bound is off its exact place by at most 8 rows (or columns, each costing ≤ n).
+      const double share = work(kind, n, 0, n) / double(tasks);
+      const double rounding = kind == FactorWork::EqualRows ? 16.0 : 16.0 * double(n);
+      for (Index t = 0; t < tasks; ++t) CHECK(work(kind, n, f[t], f[t + 1]) <= share + rounding);
+    }
+}
+
 TEST_CASE_TEMPLATE("The inverse factor is bit-identical for any thread count", Scalar, float,
                    double) {
-  // n above the recursion leaf (256) and not a multiple of the 256-row tasks, so the threaded
-  // triangular solve, rank update and triangular product all split unevenly.
+  // n above the recursion leaf (256) and not a multiple of double's 256-row tasks, so the threaded
+  // triangular solve, rank update and triangular product all split unevenly there (and in float
+  // into the equal-work tasks of factor_task_bounds).
   std::mt19937 rng(8);
   const Index n = 700;
   const Eigen::MatrixXd X = loaq_test::random_inputs(n, 2 * n, rng);

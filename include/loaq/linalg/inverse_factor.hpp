@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../config.hpp"
 #include "../status.hpp"
@@ -24,37 +25,71 @@ using StridedRef = Eigen::Ref<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
 
 // Below this size the recursion hands over to Eigen's blocked Cholesky.
 constexpr Index kRecursionLeaf = 256;
-// Rows (or columns) per task of the threaded triangular kernels below: a function of nothing but
-// the shapes, and every task is one serial Eigen kernel, so the factor is bit-identical for any
-// thread count. (Eigen threads only its GEMM, not triangular solves, products or rank updates.)
+// Rows (or columns) per task of the threaded triangular kernels below in double (see
+// factor_task_bounds).
 constexpr Index kFactorPanel = 256;
+
+// What a task of the threaded kernels below covers: rows that each cost the same (a triangular
+// solve's), or columns of an n × n lower triangle, where column j costs n − j (a rank update's).
+enum class FactorWork { EqualRows, LowerTriangleColumns };
+
+// Task t of a threaded kernel covers [bounds[t], bounds[t + 1]): a function of the shape and the
+// scalar only, and every task is one serial Eigen kernel, so the factor is bit-identical for any
+// thread count. (Eigen threads only its GEMM, not triangular solves, products or rank updates.)
+// - double: 256 rows (or columns) per task, the split behind every result published from the
+//   double factor (the experiment factors in double).
+// - float: from 32 rows on, an even number of tasks (two threads finish together), about one
+//   per 256 rows, each the same work, bounds on multiples of 16 (a whole AVX-512 float packet).
+//   Fixed 256-row tasks left the float factor at n = 576 on one thread: its 288-row solve split
+//   as 256 + 32, its rank updates of 144 and 288 columns as one task or as 256 + 32 columns (the
+//   first holding almost all the triangle). bench/README.md, session 40: 1.0 → 0.7 ms.
+template <class Scalar>
+std::vector<Index> factor_task_bounds(Index n, FactorWork work) {
+  std::vector<Index> bounds{0};
+  if (!std::is_same<Scalar, float>::value) {
+    for (Index b = kFactorPanel; b < n; b += kFactorPanel) bounds.push_back(b);
+  } else if (n >= 32) {
+    const Index tasks = ((n + kFactorPanel - 1) / kFactorPanel + 1) / 2 * 2;  // even, ≥ 2
+    for (Index t = 1; t < tasks; ++t) {
+      const double share = double(t) / double(tasks);  // of the work before bound t
+      const double at = work == FactorWork::EqualRows ? share * double(n)
+                                                      : double(n) * (1 - std::sqrt(1 - share));
+      const Index b = Index(std::lround(at / 16)) * 16;
+      if (b > bounds.back() && b < n) bounds.push_back(b);
+    }
+  }
+  if (n > 0) bounds.push_back(n);
+  return bounds;
+}
 
 // X ← X·L⁻ᵀ for lower-triangular L (TRSM): the rows of X are independent.
 template <class Scalar>
 void solve_right_lower_transposed(const StridedRef<Scalar>& L, StridedRef<Scalar> X) {
-  const Index rows = X.rows(), tasks = (rows + kFactorPanel - 1) / kFactorPanel;
+  const auto bounds = factor_task_bounds<Scalar>(X.rows(), FactorWork::EqualRows);
+  const Index tasks = Index(bounds.size()) - 1;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
   for (Index t = 0; t < tasks; ++t) {
-    const Index r0 = t * kFactorPanel;
-    auto panel = X.middleRows(r0, std::min(kFactorPanel, rows - r0));
+    auto panel = X.middleRows(bounds[t], bounds[t + 1] - bounds[t]);
     L.adjoint().template triangularView<Eigen::Upper>().template solveInPlace<Eigen::OnTheRight>(
         panel);
   }
 }
 
 // The lower triangle of C ← C − A·Aᵀ (SYRK) in column blocks: a block's diagonal part is a rank
-// update, the rest of its columns below it one GEMM. Blocks shrink down the diagonal, so they
-// are handed out dynamically.
+// update, the rest of its columns below it one GEMM. Blocks may differ in cost, so they are
+// handed out dynamically.
 template <class Scalar>
 void rank_update_lower(StridedRef<Scalar> C, const StridedRef<Scalar>& A) {
-  const Index n = C.rows(), tasks = (n + kFactorPanel - 1) / kFactorPanel;
+  const Index n = C.rows();
+  const auto bounds = factor_task_bounds<Scalar>(n, FactorWork::LowerTriangleColumns);
+  const Index tasks = Index(bounds.size()) - 1;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1)
 #endif
   for (Index t = 0; t < tasks; ++t) {
-    const Index j0 = t * kFactorPanel, w = std::min(kFactorPanel, n - j0), below = n - j0 - w;
+    const Index j0 = bounds[t], w = bounds[t + 1] - j0, below = n - j0 - w;
     C.block(j0, j0, w, w).template selfadjointView<Eigen::Lower>().rankUpdate(A.middleRows(j0, w),
                                                                               Scalar(-1));
     if (below > 0)
