@@ -42,7 +42,7 @@ enum class FactorWork { EqualRows, LowerTriangleColumns };
 //   per 256 rows, each the same work, bounds on multiples of 16 (a whole AVX-512 float packet).
 //   Fixed 256-row tasks left the float factor at n = 576 on one thread: its 288-row solve split
 //   as 256 + 32, its rank updates of 144 and 288 columns as one task or as 256 + 32 columns (the
-//   first holding almost all the triangle). bench/README.md, session 40: 1.0 → 0.7 ms.
+//   first holding almost all the triangle). Timings: bench/README.md, session 40.
 template <class Scalar>
 std::vector<Index> factor_task_bounds(Index n, FactorWork work) {
   std::vector<Index> bounds{0};
