@@ -25,8 +25,8 @@ using StridedRef = Eigen::Ref<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
 
 // Below this size the recursion hands over to Eigen's blocked Cholesky.
 constexpr Index kRecursionLeaf = 256;
-// Rows (or columns) per task of the threaded triangular kernels below in double (see
-// factor_task_bounds).
+// Rows (or columns) per task of the threaded kernels below in double (factor_task_bounds), and in
+// both scalars of multiply_lower's row panels (only the inverse U, not the Cholesky, uses it).
 constexpr Index kFactorPanel = 256;
 
 // What a task of the threaded kernels below covers: rows that each cost the same (a triangular
